@@ -1,0 +1,278 @@
+"""The agent loop: ask the model, run its tools, feed back the results, repeat."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from jupyter_core.utils import run_sync
+from traitlets import Float, Int
+from traitlets.config import LoggingConfigurable
+
+from ._errors import ConfigError, KernelError, ModelError, PyVisionError
+from ._executor import Executor
+from ._hooks import Callbacks
+from ._model import Model
+from ._parsing import parse_reply
+from ._prompt import (
+    STOP_SEQUENCES,
+    feedback_message,
+    nudge_message,
+    question_message,
+    system_prompt,
+)
+from ._records import ImageInput, Usage
+from ._transcript import Transcript, Turn
+
+__all__ = ["Session"]
+
+EVENTS = ("turn_start", "text_delta", "code", "outputs", "answer", "status")
+
+
+class Session(LoggingConfigurable):
+    """One question answered by a model that writes and runs tools.
+
+    The session talks to a :class:`Model` and an :class:`Executor` and records
+    everything in :attr:`transcript`. It knows nothing of widgets or terminals:
+    views register observers with the ``on_<event>`` methods.
+
+    Parameters
+    ----------
+    question : str
+        What to ask; must not be empty.
+    images : sequence of ImageInput
+        The question's images, bound in the kernel as ``image_clue_0``, ...
+    model : Model
+        Who answers.
+    executor : Executor
+        Where the tools run. The session starts it but never shuts it down:
+        the caller owns it (views rerun tools in it after the session ends).
+    """
+
+    max_turns = Int(
+        10, help="Most model replies in one session; the last one is told to answer now."
+    ).tag(config=True)
+    timeout = Float(60.0, help="Seconds one tool may run before it is interrupted.").tag(
+        config=True
+    )
+    max_pixels = Int(
+        1024 * 1024,
+        help="Pixel budget of each photo sent to the model (line art stays lossless).",
+    ).tag(config=True)
+
+    def __init__(
+        self,
+        question: str,
+        images: Sequence[ImageInput] = (),
+        *,
+        model: Model,
+        executor: Executor,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not question or not question.strip():
+            raise ConfigError("The question is empty: write what you want to know about the image.")
+        if self.max_turns < 1:
+            raise ConfigError(f"max_turns must be at least 1, not {self.max_turns}.")
+        if self.timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout}.")
+        self.model = model
+        self.executor = executor
+        self.transcript = Transcript(
+            question=question,
+            model=model.name,
+            images=list(images),
+            max_turns=self.max_turns,
+            timeout=self.timeout,
+        )
+        self._callbacks = {name: Callbacks() for name in EVENTS}
+        self._urls: dict[str, str] = {}
+        self._stop_requested = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._model_task: asyncio.Future[Any] | None = None
+        self._executing = False
+        #: The error that ended the session with status ``error``, if any.
+        self.error: PyVisionError | None = None
+
+    # -- observers -----------------------------------------------------------
+
+    def on_turn_start(self, callback: Callable[[Turn], Any], remove: bool = False) -> None:
+        """Call ``callback(turn)`` when a model reply begins."""
+        self._callbacks["turn_start"].register(callback, remove)
+
+    def on_text_delta(self, callback: Callable[[Turn, str], Any], remove: bool = False) -> None:
+        """Call ``callback(turn, delta)`` for each streamed piece of the reply."""
+        self._callbacks["text_delta"].register(callback, remove)
+
+    def on_code(self, callback: Callable[[Turn], Any], remove: bool = False) -> None:
+        """Call ``callback(turn)`` when a reply's code is known, before it runs."""
+        self._callbacks["code"].register(callback, remove)
+
+    def on_outputs(self, callback: Callable[[Turn], Any], remove: bool = False) -> None:
+        """Call ``callback(turn)`` when a tool has run and its outputs are recorded."""
+        self._callbacks["outputs"].register(callback, remove)
+
+    def on_answer(self, callback: Callable[[Transcript], Any], remove: bool = False) -> None:
+        """Call ``callback(transcript)`` when the model gives its final answer."""
+        self._callbacks["answer"].register(callback, remove)
+
+    def on_status(self, callback: Callable[[Transcript], Any], remove: bool = False) -> None:
+        """Call ``callback(transcript)`` when the status changes (running, then how it ended)."""
+        self._callbacks["status"].register(callback, remove)
+
+    async def _emit(self, event: str, *args: Any) -> None:
+        await self._callbacks[event].fire(*args)
+
+    # -- control -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the session to end soon with status ``stopped``; safe from any thread.
+
+        A model request in flight is abandoned and a running tool interrupted;
+        everything recorded so far is kept.
+        """
+        self._stop_requested = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._stop_now)
+
+    def _stop_now(self) -> None:
+        if self._model_task is not None and not self._model_task.done():
+            self._model_task.cancel()
+        if self._executing:
+            asyncio.ensure_future(self.executor.interrupt())
+
+    @property
+    def status(self) -> str:
+        return self.transcript.status
+
+    # -- the loop ------------------------------------------------------------
+
+    def _image_url(self, image: ImageInput) -> str:
+        """Data URL of an image as sent to the model, encoded once per image."""
+        from ._images import encode_for_model, to_data_url
+
+        key = hashlib.sha1(image.data).hexdigest()
+        if key not in self._urls:
+            mime, data = encode_for_model(image, max_pixels=self.max_pixels)
+            self._urls[key] = to_data_url(mime, data)
+        return self._urls[key]
+
+    async def _prepare_executor(self) -> None:
+        await self.executor.start()
+        await self.executor.bind_images(self.transcript.images)
+
+    async def _async_run(self) -> Transcript:
+        """Run the session to its end and return the transcript."""
+        if self.transcript.status != "running" or self.transcript.turns:
+            raise ConfigError("This session has already run; start a new Session to ask again.")
+        self._loop = asyncio.get_running_loop()
+        await self._emit("status", self.transcript)
+        # Start the kernel while the first model request is in flight.
+        prepare = asyncio.ensure_future(self._prepare_executor())
+        try:
+            status = await self._loop_turns(prepare)
+        except (ModelError, KernelError) as exc:
+            # The endpoint or the kernel failed: keep every turn done so far.
+            status, self.error, self.transcript.error = "error", exc, str(exc)
+        finally:
+            if not prepare.done():
+                prepare.cancel()
+            # Retrieve a failure of an unused start so asyncio does not warn about it.
+            elif not prepare.cancelled() and prepare.exception() is not None:
+                self.log.debug("kernel start failed: %s", prepare.exception())
+        self.transcript.status = status
+        await self._emit("status", self.transcript)
+        return self.transcript
+
+    run = run_sync(_async_run)
+
+    async def _loop_turns(self, prepare: asyncio.Future[None]) -> str:
+        t = self.transcript
+        libraries = await self.executor.importable_libraries()
+        python = getattr(self.executor, "python_version", None) or platform.python_version()
+        last = t.max_turns - 1
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": system_prompt(libraries=libraries, python=python, timeout=self.timeout)},
+            question_message(t.question, t.images, self._image_url, last_turn=last == 0),
+        ]
+        for index in range(t.max_turns):
+            if self._stop_requested:
+                return "stopped"
+            turn = Turn(index=index, text="")
+            t.turns.append(turn)
+            await self._emit("turn_start", turn)
+
+            async def on_delta(delta: str, turn: Turn = turn) -> None:
+                turn.text += delta
+                await self._emit("text_delta", turn, delta)
+
+            started = time.monotonic()
+            self._model_task = asyncio.ensure_future(
+                self.model.complete(messages, stop=STOP_SEQUENCES, on_delta=on_delta)
+            )
+            try:
+                reply = await self._model_task
+            except asyncio.CancelledError:
+                if not self._stop_requested:
+                    raise
+                turn.note = "Stopped while the model was answering."
+                return "stopped"
+            except ModelError as exc:
+                turn.note = f"The model's reply broke off: {exc}"
+                raise
+            finally:
+                self._model_task = None
+                turn.model_seconds = time.monotonic() - started
+            turn.text = reply.text
+            turn.usage = reply.usage
+            t.usage = t.usage + reply.usage
+            parsed = parse_reply(reply.text)
+
+            if parsed.answer is not None:
+                turn.answer = t.answer = parsed.answer
+                await self._emit("answer", t)
+                return "answered"
+            messages.append({"role": "assistant", "content": parsed.text})
+            next_is_last = index + 1 == last
+            if parsed.code is None:
+                messages.append(nudge_message(last_turn=next_is_last))
+                continue
+
+            turn.code = parsed.code
+            await self._emit("code", turn)
+            if index == last or self._stop_requested:
+                turn.exec_status = "skipped"
+                turn.note = (
+                    "Not run: the session was stopped."
+                    if self._stop_requested
+                    else "Not run: this was the last turn."
+                )
+                await self._emit("outputs", turn)
+                break
+            await prepare  # raises KernelError if the kernel could not start
+            self._executing = True
+            try:
+                result = await self.executor.execute(parsed.code, timeout=self.timeout)
+            finally:
+                self._executing = False
+            turn.outputs = result.outputs
+            turn.exec_status = result.status
+            turn.note = result.note
+            turn.exec_seconds = result.duration
+            await self._emit("outputs", turn)
+            if self._stop_requested:
+                return "stopped"
+            messages.append(
+                feedback_message(result.outputs, result.note, self._image_url, last_turn=next_is_last)
+            )
+        return "stopped" if self._stop_requested else "max_turns"
+
+    @property
+    def usage(self) -> Usage:
+        return self.transcript.usage

@@ -1,0 +1,180 @@
+"""The session record and its JSON form (schema in README, "Transcript format")."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigError
+from ._records import ImageInput, Output, Usage
+
+__all__ = ["Turn", "Transcript", "TRANSCRIPT_VERSION", "STATUSES"]
+
+TRANSCRIPT_VERSION = 1
+
+#: How a session can end; ``"running"`` while it has not.
+STATUSES = ("running", "answered", "max_turns", "stopped", "error")
+
+
+@dataclass
+class Turn:
+    """One model reply and, if it wrote code, what running it gave.
+
+    ``exec_status`` is None when there was no code to run, else the
+    :class:`ExecutionResult` status (``ok``, ``error``, ``timeout``, ``died``) or
+    ``"skipped"`` when the code was not run (last turn, session stopped).
+    """
+
+    index: int
+    text: str
+    code: str | None = None
+    outputs: list[Output] = field(default_factory=list)
+    exec_status: str | None = None
+    note: str = ""
+    answer: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    model_seconds: float = 0.0
+    exec_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "text": self.text,
+            "code": self.code,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "exec_status": self.exec_status,
+            "note": self.note,
+            "answer": self.answer,
+            "usage": self.usage.to_dict(),
+            "model_seconds": round(self.model_seconds, 3),
+            "exec_seconds": round(self.exec_seconds, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Turn":
+        return cls(
+            index=int(data["index"]),
+            text=str(data["text"]),
+            code=data.get("code"),
+            outputs=[Output.from_dict(o) for o in data.get("outputs") or []],
+            exec_status=data.get("exec_status"),
+            note=data.get("note") or "",
+            answer=data.get("answer"),
+            usage=Usage.from_dict(data.get("usage")),
+            model_seconds=float(data.get("model_seconds") or 0.0),
+            exec_seconds=float(data.get("exec_seconds") or 0.0),
+        )
+
+
+@dataclass
+class Transcript:
+    """Everything a session did, enough to show it, replay it or export it."""
+
+    question: str
+    model: str
+    images: list[ImageInput] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    status: str = "running"
+    answer: str | None = None
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    max_turns: int = 10
+    timeout: float = 60.0
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+    version: int = TRANSCRIPT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "created": self.created,
+            "question": self.question,
+            "model": self.model,
+            "status": self.status,
+            "answer": self.answer,
+            "error": self.error,
+            "usage": self.usage.to_dict(),
+            "max_turns": self.max_turns,
+            "timeout": self.timeout,
+            "images": [
+                {
+                    "name": im.name,
+                    "mime": im.mime,
+                    "width": im.width,
+                    "height": im.height,
+                    "data": base64.b64encode(im.data).decode("ascii"),
+                }
+                for im in self.images
+            ],
+            "turns": [t.to_dict() for t in self.turns],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Transcript":
+        if not isinstance(data, dict) or "turns" not in data or "question" not in data:
+            raise ValueError("not a pyvision transcript (no 'question' or 'turns')")
+        version = data.get("version")
+        if version != TRANSCRIPT_VERSION:
+            raise ValueError(
+                f"transcript version {version!r} is not supported (expected "
+                f"{TRANSCRIPT_VERSION}); upgrade pyvision_magic"
+            )
+        return cls(
+            version=version,
+            created=data.get("created") or "",
+            question=str(data["question"]),
+            model=str(data.get("model") or ""),
+            status=data.get("status") or "running",
+            answer=data.get("answer"),
+            error=data.get("error"),
+            usage=Usage.from_dict(data.get("usage")),
+            max_turns=int(data.get("max_turns") or 10),
+            timeout=float(data.get("timeout") or 60.0),
+            images=[
+                ImageInput(
+                    name=im.get("name") or f"image_{i}",
+                    data=base64.b64decode(im["data"]),
+                    mime=im.get("mime") or "image/png",
+                    width=int(im.get("width") or 0),
+                    height=int(im.get("height") or 0),
+                )
+                for i, im in enumerate(data.get("images") or [])
+            ],
+            turns=[Turn.from_dict(t) for t in data["turns"]],
+        )
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the transcript as JSON; the write is atomic (temp file, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(self.to_json(), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConfigError(f"Cannot write the transcript to {path}: {exc.strerror}.") from exc
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Transcript":
+        """Read a transcript saved by :meth:`save`; bad files raise :class:`ConfigError`."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ConfigError(f"Transcript file not found: {path}. Check the path.") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Cannot read the transcript {path}: {exc}.") from exc
+        try:
+            return cls.from_dict(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is not a valid pyvision transcript: {exc}.") from exc
