@@ -1,0 +1,132 @@
+"""Overhead of ChildKernel over a bare jupyter_client round trip, and the pool's gain.
+
+Run standalone: ``python benchmarks/kernel_overhead.py [--quick]``. ``run(quick)``
+returns the rows, for aggregation with other benchmarks.
+
+Rows
+----
+- ``execute x=1``: mean seconds per ``ChildKernel.execute("x=1")`` against the
+  same round trip (execute request, iopub until idle, shell reply) done with
+  ``AsyncKernelClient`` on an identical kernel started in this run. Goal: <= 2x.
+- ``wait for a kernel``: seconds a new session waits for a ready kernel with a
+  warm :class:`KernelPool` against a cold ``ChildKernel.start()``. Goal: the pool
+  under 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from jupyter_client import AsyncKernelManager  # noqa: E402
+
+from pyvision_magic._kernel import ChildKernel, _ThisInterpreterSpecs, _THIS_INTERPRETER  # noqa: E402
+from pyvision_magic._kernel_pool import KernelPool  # noqa: E402
+
+
+async def _bare_round_trips(n: int) -> list[float]:
+    folder = tempfile.mkdtemp(prefix="pyvision-bench-")
+    km = AsyncKernelManager(
+        kernel_name=_THIS_INTERPRETER,
+        kernel_spec_manager=_ThisInterpreterSpecs(),
+        transport="ipc",
+        ip=os.path.join(folder, "k"),
+        connection_file=os.path.join(folder, "k.json"),
+    )
+    await km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        times = []
+        for _ in range(n + 5):
+            started = time.perf_counter()
+            msg_id = client.execute("x=1", store_history=True, allow_stdin=False)
+            while True:
+                msg = await client.get_iopub_msg(timeout=10)
+                if (
+                    msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"
+                ):
+                    break
+            while (await client.get_shell_msg(timeout=10))["parent_header"].get("msg_id") != msg_id:
+                pass
+            times.append(time.perf_counter() - started)
+        return times[5:]  # the first executions warm up caches on both sides
+    finally:
+        client.stop_channels()
+        await km.shutdown_kernel(now=True)
+        os.rmdir(folder)
+
+
+async def _ours(n: int) -> list[float]:
+    async with ChildKernel() as kernel:
+        times = []
+        for _ in range(n + 5):
+            started = time.perf_counter()
+            result = await kernel.execute("x=1")
+            times.append(time.perf_counter() - started)
+            assert result.status == "ok", result
+        return times[5:]
+
+
+async def _kernel_wait(repeats: int) -> tuple[float, float]:
+    cold = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        kernel = ChildKernel()
+        await kernel.start()
+        cold.append(time.perf_counter() - started)
+        await kernel.shutdown()
+    warm = []
+    async with KernelPool(size=1) as pool:
+        for _ in range(repeats):
+            while pool.ready < 1:  # a session arriving after the pool refilled
+                await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            kernel = await pool.acquire()
+            warm.append(time.perf_counter() - started)
+            await kernel.shutdown()
+    return statistics.median(warm), statistics.median(cold)
+
+
+async def _run(quick: bool) -> list[dict[str, Any]]:
+    n = 50 if quick else 300
+    baseline = statistics.mean(await _bare_round_trips(n))
+    ours = statistics.mean(await _ours(n))
+    warm, cold = await _kernel_wait(1 if quick else 3)
+    return [
+        {"figure": "execute x=1 (s per call)", "ours": ours, "baseline": baseline,
+         "ratio": ours / baseline, "goal": "<= 2x"},
+        {"figure": "wait for a kernel (s): pool vs cold start", "ours": warm, "baseline": cold,
+         "ratio": warm / cold, "goal": "pool < 0.05 s"},
+    ]
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    """Measure and return the rows (see the module docstring)."""
+    return asyncio.run(_run(quick))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    rows = run(parser.parse_args(argv).quick)
+    print(f"{'figure':44} {'ours':>10} {'baseline':>10} {'ratio':>8}  goal")
+    for row in rows:
+        print(f"{row['figure']:44} {row['ours']:10.5f} {row['baseline']:10.5f} "
+              f"{row['ratio']:8.3f}  {row['goal']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

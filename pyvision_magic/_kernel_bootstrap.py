@@ -1,0 +1,362 @@
+"""Code that runs inside the child kernel, not in the parent.
+
+The parent sends the source of this file to the child at start (the child may
+be another interpreter where pyvision_magic is not installed) and runs it as
+a private module ``_pyvision_child``, then calls :func:`install`. Nothing here
+may import pyvision_magic, and importing this file in the parent has no
+effect besides defining functions.
+
+What it sets up, and why:
+
+- ``np``, ``cv2``, ``Image``, ``plt`` in the user namespace, so tools can start
+  at once.
+- Every image a tool shows (``plt.show()``, figures left open, ``display(fig)``,
+  ``Image.show()``, ``cv2.imshow()``, a PIL image or figure as the last
+  expression) is shrunk to the pixel budget *before* encoding, bound as the next
+  ``image_clue_N`` and sent with that name in its metadata.
+- Resource limits and the child-subreaper flag, so runaway tools cannot take the
+  parent with them and every process they start can be found and killed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import sys
+
+#: Set by :func:`install`; see the parent's ``ChildKernel`` traits.
+CONFIG: dict = {"max_image_pixels": 1024 * 1024, "max_images": 8}
+
+#: Per-kernel counters: the next ``image_clue_N`` index and this execution's images.
+STATE: dict = {"next_index": 0, "shown": 0, "dropped": 0, "displayed_figures": set()}
+
+BACKEND_MODULE = "_pyvision_mpl_backend"
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _shell():
+    from IPython import get_ipython
+
+    return get_ipython()
+
+
+def _fit(width: int, height: int) -> tuple[int, int]:
+    """Largest size with the same aspect ratio within the pixel budget."""
+    budget = CONFIG["max_image_pixels"]
+    if not budget or width * height <= budget:
+        return width, height
+    scale = math.sqrt(budget / float(width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def _shrink(image):
+    width, height = _fit(*image.size)
+    if (width, height) == image.size:
+        return image
+    from PIL import Image
+
+    return image.resize((width, height), Image.Resampling.LANCZOS)
+
+
+def _encode_png(image) -> bytes:
+    if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"):
+        image = image.convert("RGBA" if "A" in image.mode else "RGB")
+    buffer = io.BytesIO()
+    # Level 3 is several times faster than the default 6 for a few % more bytes.
+    image.save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+def _bind(image) -> str:
+    name = f"image_clue_{STATE['next_index']}"
+    STATE["next_index"] += 1
+    _shell().user_ns[name] = image
+    return name
+
+
+def _take_slot() -> bool:
+    """Count an image against this execution's cap; False means drop it."""
+    if CONFIG["max_images"] is not None and STATE["shown"] >= CONFIG["max_images"]:
+        STATE["dropped"] += 1
+        return False
+    STATE["shown"] += 1
+    return True
+
+
+def _figure_image(figure):
+    """Render a matplotlib figure within the pixel budget, as a loaded PIL image."""
+    from PIL import Image
+
+    width_in, height_in = figure.get_size_inches()
+    dpi = float(figure.dpi)
+    pixels = width_in * dpi * height_in * dpi
+    budget = CONFIG["max_image_pixels"]
+    if budget and pixels > budget:
+        # Lowering the dpi renders fewer pixels, far cheaper than rendering big and resizing.
+        # The budget applies to the tight box (margins cropped), so measure that first,
+        # at the lowered dpi so the renderer's buffer stays small.
+        original = figure.dpi
+        figure.set_dpi(dpi * math.sqrt(budget / pixels))
+        try:
+            box = figure.get_tightbbox(figure.canvas.get_renderer())
+            width_in, height_in = box.width + 0.2, box.height + 0.2  # savefig pads 0.1 in
+        except Exception:  # measuring is an optimisation; the shrink below still applies
+            pass
+        finally:
+            figure.set_dpi(original)
+        dpi = math.sqrt(budget / (width_in * height_in)) * 0.98
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    buffer.seek(0)
+    image = Image.open(buffer)
+    image.load()
+    # A tight bbox can grow past the figure when artists stick out; shrink then.
+    return _shrink(image.convert("RGB"))
+
+
+def _prepare(image):
+    """Shrink, bind and encode one image; returns (png bytes, metadata)."""
+    image = _shrink(image)
+    name = _bind(image)
+    return _encode_png(image), {"width": image.size[0], "height": image.size[1], "variable": name}
+
+
+def _publish(image) -> None:
+    from IPython.display import publish_display_data
+
+    data, metadata = _prepare(image)
+    publish_display_data(
+        {"image/png": base64.b64encode(data).decode("ascii"), "text/plain": "<image>"},
+        {"image/png": metadata},
+    )
+
+
+def publish_image(image) -> None:
+    """Show a PIL image to the model (within the caps) and bind it."""
+    if _take_slot():
+        _publish(image)
+
+
+def publish_figure(figure) -> None:
+    """Show a matplotlib figure to the model (within the caps) and bind it."""
+    STATE["displayed_figures"].add(id(figure))
+    if _take_slot():
+        _publish(_figure_image(figure))
+
+
+def _format_pil(image):
+    if not _take_slot():
+        return None
+    return _prepare(image)
+
+
+def _format_figure(figure):
+    STATE["displayed_figures"].add(id(figure))
+    if not _take_slot():
+        return None
+    return _prepare(_figure_image(figure))
+
+
+def _show_open_figures(*args, **kwargs) -> None:
+    """``plt.show()`` for the child's backend: show every open figure, then close it."""
+    import matplotlib.pyplot as plt
+
+    for number in plt.get_fignums():
+        figure = plt.figure(number)
+        publish_figure(figure)
+        plt.close(figure)
+
+
+def _make_backend() -> None:
+    """Register a matplotlib backend whose ``show`` publishes figures as images."""
+    import types
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    module = types.ModuleType(BACKEND_MODULE)
+    module.FigureCanvas = FigureCanvasAgg
+    module.FigureManager = FigureCanvasAgg.manager_class
+    module.show = _show_open_figures
+    sys.modules[BACKEND_MODULE] = module
+
+
+def _cv2_to_pil(array):
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(array)
+    # cv2.imshow scales floats by 255 and 16-bit by 1/256; do the same.
+    if array.dtype.kind == "f":
+        array = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    elif array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = array[:, :, ::-1]
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = array[:, :, [2, 1, 0, 3]]
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _patch_viewers(namespace: dict) -> None:
+    """Route PIL's and OpenCV's window functions to the notebook display."""
+    try:
+        from PIL import Image
+
+        def show(self, title=None, **kwargs):
+            publish_image(self)
+
+        Image.Image.show = show
+        shell = _shell()
+        png = shell.display_formatter.formatters["image/png"]
+        png.for_type(Image.Image, _format_pil)
+        # PIL also offers JPEG; sending both would show every image twice.
+        shell.display_formatter.formatters["image/jpeg"].for_type(Image.Image, lambda image: None)
+    except ImportError:
+        pass
+    try:
+        import cv2
+
+        def imshow(winname, mat):
+            publish_image(_cv2_to_pil(mat))
+
+        cv2.imshow = imshow
+        cv2.waitKey = lambda *args, **kwargs: -1
+        cv2.pollKey = lambda *args, **kwargs: -1
+        cv2.namedWindow = lambda *args, **kwargs: None
+        cv2.destroyWindow = lambda *args, **kwargs: None
+        cv2.destroyAllWindows = lambda *args, **kwargs: None
+    except ImportError:
+        pass
+
+
+def _before_cell(info=None) -> None:
+    STATE["shown"] = 0
+    STATE["dropped"] = 0
+    STATE["displayed_figures"] = set()
+
+
+def _after_cell(result=None) -> None:
+    """Show figures the cell left open, and report images over the cap."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        try:
+            for number in plt.get_fignums():
+                figure = plt.figure(number)
+                if id(figure) not in STATE["displayed_figures"]:
+                    publish_figure(figure)
+            plt.close("all")
+        except Exception as exc:  # a broken figure must not hide the cell's own result
+            print(f"[pyvision] could not render a figure: {exc!r}", file=sys.stderr)
+    if STATE["dropped"]:
+        from IPython.display import publish_display_data
+
+        publish_display_data({"text/plain": ""}, {"pyvision": {"dropped_images": STATE["dropped"]}})
+
+
+def _set_limits(config: dict) -> None:
+    try:
+        import resource
+        import signal
+    except ImportError:  # not on POSIX
+        return
+    for name, key in (("RLIMIT_AS", "memory_limit"), ("RLIMIT_FSIZE", "file_size_limit")):
+        value = config.get(key)
+        if value is None or not hasattr(resource, name):
+            continue
+        which = getattr(resource, name)
+        _, hard = resource.getrlimit(which)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(which, (value, hard))
+    if config.get("file_size_limit") is not None and hasattr(signal, "SIGXFSZ"):
+        # Without this, writing past the limit kills the kernel instead of raising OSError.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _become_subreaper() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def install(config: dict) -> None:
+    """Set up the kernel for tools. Called once, right after this module is run."""
+    CONFIG.update(config)
+    _become_subreaper()
+    shell = _shell()
+    namespace = shell.user_ns
+    for statement in (
+        "import numpy as np",
+        "import cv2",
+        "from PIL import Image",
+        "import matplotlib.pyplot as plt",
+    ):
+        try:
+            exec(statement, namespace)
+        except ImportError:
+            pass
+    if "plt" in namespace:
+        import matplotlib
+        import matplotlib.figure
+
+        _make_backend()
+        matplotlib.pyplot.switch_backend("module://" + BACKEND_MODULE)
+        shell.display_formatter.formatters["image/png"].for_type(
+            matplotlib.figure.Figure, _format_figure
+        )
+    _patch_viewers(namespace)
+    shell.events.register("pre_run_cell", _before_cell)
+    shell.events.register("post_run_cell", _after_cell)
+    # Limits go last: imports above reserve address space the limit must allow for.
+    _set_limits(config)
+
+
+def bind_inputs(items: list) -> str:
+    """Bind ``[(name, path), ...]`` as loaded PIL images; later images number after them."""
+    from PIL import Image
+
+    namespace = _shell().user_ns
+    for name, path in items:
+        with Image.open(path) as image:
+            image.load()
+            # A memory-mapped image would keep the file open; a copy does not.
+            namespace[name] = image.copy() if image.readonly else image
+    STATE["next_index"] = len(items)
+    return json.dumps([name for name, _ in items])
+
+
+def probe_libraries(candidates: list) -> str:
+    """Which of ``[(import name, distribution), ...]`` can be imported, with versions."""
+    import importlib.metadata
+    import importlib.util
+    import shutil
+
+    found = []
+    for module_name, distribution in candidates:
+        try:
+            if importlib.util.find_spec(module_name) is None:
+                continue
+        except (ImportError, ValueError):
+            continue
+        if module_name == "pytesseract" and shutil.which("tesseract") is None:
+            continue
+        version = getattr(sys.modules.get(module_name), "__version__", None)
+        for dist in [distribution] if isinstance(distribution, str) else distribution:
+            if version:
+                break
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        found.append(f"{module_name} {version}" if version else module_name)
+    return json.dumps(found)

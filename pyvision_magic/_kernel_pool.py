@@ -1,0 +1,99 @@
+"""Kernels started ahead of time, so a new session does not wait for one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from traitlets import Int
+from traitlets.config import LoggingConfigurable
+
+from ._errors import KernelError, KernelStartError
+from ._kernel import ChildKernel
+
+__all__ = ["KernelPool"]
+
+
+class KernelPool(LoggingConfigurable):
+    """Keeps ``size`` child kernels started, with their libraries imported.
+
+    :meth:`acquire` hands one over at once when one is ready and starts a
+    replacement in the background. The caller owns an acquired kernel and shuts
+    it down; kernels are never returned to the pool, since tools leave state
+    behind. Kernels are configured like any :class:`ChildKernel` (they take the
+    pool's config, e.g. ``c.ChildKernel.timeout``).
+    """
+
+    size = Int(
+        1, help="Number of kernels kept started and ready. 0 makes acquire() start one cold."
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pending: list[tuple[ChildKernel, asyncio.Future[None]]] = []
+        self._closed = False
+
+    async def __aenter__(self) -> "KernelPool":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    def _new(self) -> tuple[ChildKernel, asyncio.Future[None]]:
+        kernel = ChildKernel(parent=self)
+        return kernel, asyncio.ensure_future(kernel.start())
+
+    def _refill(self) -> None:
+        while not self._closed and len(self._pending) < self.size:
+            self._pending.append(self._new())
+
+    async def start(self) -> None:
+        """Start filling the pool and wait until every kernel in it is ready."""
+        if self._closed:
+            raise KernelError("This pool was shut down; create a new KernelPool.")
+        self._refill()
+        await asyncio.gather(*(task for _, task in self._pending), return_exceptions=True)
+
+    @property
+    def ready(self) -> int:
+        """Number of kernels that can be handed over at once."""
+        return sum(task.done() and not task.exception() for _, task in self._pending)
+
+    async def acquire(self) -> ChildKernel:
+        """A started kernel: a ready one at once, else the first to finish starting.
+
+        Raises
+        ------
+        KernelStartError
+            If no kernel can be started.
+        """
+        if self._closed:
+            raise KernelError("This pool was shut down; create a new KernelPool.")
+        self._refill()
+        if not self._pending:  # size 0: nothing kept warm
+            kernel = ChildKernel(parent=self)
+            await kernel.start()
+            return kernel
+        done = [entry for entry in self._pending if entry[1].done()]
+        if not done:
+            await asyncio.wait([task for _, task in self._pending], return_when=asyncio.FIRST_COMPLETED)
+            done = [entry for entry in self._pending if entry[1].done()]
+        kernel, task = done[0]
+        self._pending.remove((kernel, task))
+        self._refill()
+        if task.exception() is not None:
+            await kernel.shutdown()
+            raise KernelStartError(
+                "A pooled kernel failed to start; check the kernel settings and try again."
+            ) from task.exception()
+        return kernel
+
+    async def shutdown(self) -> None:
+        """Shut down every kernel still in the pool. Idempotent."""
+        self._closed = True
+        pending, self._pending = self._pending, []
+        await asyncio.gather(*(kernel.shutdown() for kernel, _ in pending), return_exceptions=True)
+        for _, task in pending:
+            if task.done() and not task.cancelled():
+                task.exception()  # mark a failed start as seen
