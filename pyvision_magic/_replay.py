@@ -24,10 +24,11 @@ class ReplayModel(Model):
     behave as they do with a live model.
     """
 
-    def __init__(self, transcript: Transcript, *, delay: float = 0.0) -> None:
+    def __init__(self, transcript: Transcript, *, delay: float = 0.0, position: int = 0) -> None:
         self.transcript = transcript
         self.delay = delay
-        self.position = 0
+        #: Index of the recorded turn the next request gets.
+        self.position = position
 
     @property
     def name(self) -> str:  # type: ignore[override]

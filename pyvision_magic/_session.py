@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import platform
 import time
@@ -25,7 +26,7 @@ from ._prompt import (
     question_message,
     system_prompt,
 )
-from ._records import ImageInput, Usage
+from ._records import ExecutionResult, ImageInput, Usage
 from ._transcript import Transcript, Turn
 
 __all__ = ["Session"]
@@ -51,6 +52,9 @@ class Session(LoggingConfigurable):
     executor : Executor
         Where the tools run. The session starts it but never shuts it down:
         the caller owns it (views rerun tools in it after the session ends).
+    history : sequence of Turn
+        Turns to begin with, as made by :meth:`fork`: their code is run again
+        to rebuild the kernel's state, then the model continues after them.
     """
 
     max_turns = Int(
@@ -71,6 +75,7 @@ class Session(LoggingConfigurable):
         *,
         model: Model,
         executor: Executor,
+        history: Sequence[Turn] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -88,7 +93,10 @@ class Session(LoggingConfigurable):
             images=list(images),
             max_turns=self.max_turns,
             timeout=self.timeout,
+            turns=list(history),
         )
+        self._history = len(history)
+        self._restart_first = False
         self._callbacks = {name: Callbacks() for name in EVENTS}
         self._urls: dict[str, str] = {}
         self._stop_requested = False
@@ -165,11 +173,84 @@ class Session(LoggingConfigurable):
 
     async def _prepare_executor(self) -> None:
         await self.executor.start()
+        if self._restart_first:
+            await self.executor.restart()
         await self.executor.bind_images(self.transcript.images)
+
+    async def _run_tool(self, turn: Turn, code: str) -> ExecutionResult:
+        """Execute ``code`` for ``turn`` and record what it gave."""
+        self._executing = True
+        try:
+            result = await self.executor.execute(code, timeout=self.timeout)
+        finally:
+            self._executing = False
+        turn.code = code
+        turn.outputs = result.outputs
+        turn.exec_status = result.status
+        turn.note = result.note
+        turn.exec_seconds = result.duration
+        await self._emit("outputs", turn)
+        return result
+
+    # -- user actions --------------------------------------------------------
+
+    async def _async_rerun(self, index: int, code: str) -> Turn:
+        """Run ``code`` as turn ``index``'s tool, in the kernel as it is now.
+
+        The turn's code and outputs are replaced; the model is not asked.
+        Observers get an ``outputs`` event.
+        """
+        turn = self._turn(index)
+        await self.executor.start()
+        await self._run_tool(turn, code)
+        return turn
+
+    rerun = run_sync(_async_rerun)
+
+    def fork(self, index: int, code: str | None = None, *, model: Model | None = None,
+             executor: Executor | None = None) -> "Session":
+        """A new session that keeps the turns before ``index`` and continues from there.
+
+        Turn ``index`` gets ``code`` (default: its own code) in place of what the
+        model wrote; running the new session replays the earlier tools to rebuild
+        the kernel's state (restarting the kernel if it is this session's), runs
+        the edited tool and lets the model continue. This session is unchanged.
+        """
+        from ._replay import ReplayModel
+
+        old = self._turn(index)
+        code = old.code if code is None else code
+        if not code or not code.strip():
+            raise ConfigError(f"Turn {index + 1} has no code to fork from; write some code first.")
+        history = [copy.deepcopy(turn) for turn in self.transcript.turns[:index]]
+        history.append(Turn(index=index, text=_with_code(old, code), code=code, usage=old.usage))
+        model = model or self.model
+        if isinstance(model, ReplayModel):
+            # A replay goes on with the recorded turns after the fork point.
+            model = ReplayModel(model.transcript, delay=model.delay, position=index + 1)
+        child = Session(
+            self.transcript.question,
+            self.transcript.images,
+            model=model,
+            executor=executor or self.executor,
+            history=history,
+            parent=self.parent,
+            max_turns=self.max_turns,
+            timeout=self.timeout,
+            max_pixels=self.max_pixels,
+        )
+        child._restart_first = child.executor is self.executor
+        return child
+
+    def _turn(self, index: int) -> Turn:
+        turns = self.transcript.turns
+        if not 0 <= index < len(turns):
+            raise ConfigError(f"There is no turn {index + 1}; this session has {len(turns)}.")
+        return turns[index]
 
     async def _async_run(self) -> Transcript:
         """Run the session to its end and return the transcript."""
-        if self.transcript.status != "running" or self.transcript.turns:
+        if self.transcript.status != "running" or len(self.transcript.turns) != self._history:
             raise ConfigError("This session has already run; start a new Session to ask again.")
         self._loop = asyncio.get_running_loop()
         await self._emit("status", self.transcript)
@@ -201,7 +282,20 @@ class Session(LoggingConfigurable):
             {"role": "system", "content": system_prompt(libraries=libraries, python=python, timeout=self.timeout)},
             question_message(t.question, t.images, self._image_url, last_turn=last == 0),
         ]
-        for index in range(t.max_turns):
+        if self._history:
+            await prepare
+        for turn in t.turns[: self._history]:
+            # A fork: rebuild the kernel's state and the conversation from the kept turns.
+            messages.append({"role": "assistant", "content": parse_reply(turn.text).text})
+            next_is_last = turn.index + 1 == last
+            if turn.code is None:
+                messages.append(nudge_message(last_turn=next_is_last))
+                continue
+            result = await self._run_tool(turn, turn.code)
+            messages.append(
+                feedback_message(result.outputs, result.note, self._image_url, last_turn=next_is_last)
+            )
+        for index in range(self._history, t.max_turns):
             if self._stop_requested:
                 return "stopped"
             turn = Turn(index=index, text="")
@@ -256,16 +350,7 @@ class Session(LoggingConfigurable):
                 await self._emit("outputs", turn)
                 break
             await prepare  # raises KernelError if the kernel could not start
-            self._executing = True
-            try:
-                result = await self.executor.execute(parsed.code, timeout=self.timeout)
-            finally:
-                self._executing = False
-            turn.outputs = result.outputs
-            turn.exec_status = result.status
-            turn.note = result.note
-            turn.exec_seconds = result.duration
-            await self._emit("outputs", turn)
+            result = await self._run_tool(turn, parsed.code)
             if self._stop_requested:
                 return "stopped"
             messages.append(
@@ -276,3 +361,13 @@ class Session(LoggingConfigurable):
     @property
     def usage(self) -> Usage:
         return self.transcript.usage
+
+
+def _with_code(turn: Turn, code: str) -> str:
+    """The turn's reply text with its code replaced by ``code`` (for a fork)."""
+    fence = "`" * 3
+    block = f"<code>\n{fence}python\n{code}\n{fence}\n</code>"
+    if turn.code and turn.code in turn.text:
+        head = parse_reply(turn.text).text
+        return head.replace(turn.code, code, 1)
+    return block

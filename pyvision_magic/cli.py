@@ -99,12 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("question", help="the question")
     _add_run_options(ask, model=True)
+    ask.set_defaults(handler=_ask)
 
     replay = sub.add_parser(
         "replay", help="re-run a saved session: recorded model turns, tools executed for real"
     )
     replay.add_argument("transcript", help="transcript JSON saved with --save")
     _add_run_options(replay, model=False)
+    replay.set_defaults(handler=_replay)
 
     demo = sub.add_parser(
         "demo",
@@ -112,7 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         "set, otherwise replays a shipped session",
     )
     _add_run_options(demo, model=True)
+    demo.set_defaults(handler=_demo)
+    _add_optional_commands(sub)
     return parser
+
+
+def _add_optional_commands(sub: Any) -> None:
+    """Commands defined next to their feature (evaluation: ``tasks``, ``eval``)."""
+    try:
+        from .eval.cli import add_eval_commands
+    except ImportError:  # the evaluation package is not there yet
+        return
+    add_eval_commands(sub)
 
 
 class ConsoleProgress:
@@ -286,9 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    handler = {"ask": _ask, "replay": _replay, "demo": _demo}[args.command]
     try:
-        return asyncio.run(handler(args))
+        return asyncio.run(args.handler(args))
     except ConfigError as exc:
         sys.stderr.write(f"pyvision: error: {exc}\n")
         return EXIT_USAGE

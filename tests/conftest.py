@@ -1,0 +1,63 @@
+"""Shared fixtures: the loopback chat server, test images, and a session runner."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chat_server import chat_server, make_chat_server  # noqa: F401  (fixtures)
+
+FENCE = "```"
+
+
+def code_reply(code: str, before: str = "Let me look.") -> str:
+    """A model reply that runs ``code``, in the format our prompt asks for."""
+    return f"{before}\n<code>\n{FENCE}python\n{code}\n{FENCE}\n</code>"
+
+
+@pytest.fixture
+def image_path(tmp_path: Path) -> Path:
+    """A 120x80 PNG: white, with a red square and a blue square."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (120, 80), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([10, 10, 40, 40], fill=(255, 0, 0))
+    draw.rectangle([70, 30, 100, 60], fill=(0, 0, 255))
+    path = tmp_path / "squares.png"
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def no_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests must not depend on the developer's own endpoint settings."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PYVISION_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def run_session(question: str, images: list[Any], model: Any, observe: Any = None,
+                **session_kwargs: Any):
+    """Run a Session against a fresh child kernel and return it (kernel shut down).
+
+    ``observe(session)`` is called before the run, to register observers.
+    """
+    from pyvision_magic._kernel import ChildKernel
+    from pyvision_magic._session import Session
+
+    async def go():
+        kernel = ChildKernel()
+        session = Session(question, images, model=model, executor=kernel, **session_kwargs)
+        if observe is not None:
+            observe(session)
+        try:
+            await session._async_run()
+        finally:
+            await kernel.shutdown()
+            await model.aclose()
+        return session
+
+    return asyncio.run(go())
