@@ -1,0 +1,139 @@
+"""Per-turn framework overhead of a Session, against a bare jupyter_client round trip.
+
+Run standalone: ``python benchmarks/session_overhead.py [--quick]``; ``run(quick)``
+returns the rows for ``python -m benchmarks``.
+
+A session of N turns runs against the loopback chat server answering at once
+(each reply: trivial code ``x = 1``), in a warm ChildKernel. From its wall time
+per turn we subtract the model time (the very requests the session sent, sent
+again by a bare ``openai`` client to the same server, in this run) and the code time (``x = 1`` is
+nothing); what is left is what our framework adds: parsing, prompt building,
+events, output capture, transcript. The baseline is one bare ``jupyter_client``
+execute round trip measured in the same run. Goal: at most 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+FENCE = "```"
+REPLY = f"Trivial tool.\n<code>\n{FENCE}python\nx = 1\n{FENCE}\n</code>"
+
+
+async def _session_per_turn(server, kernel, turns: int) -> float:
+    from pyvision_magic import OpenAIModel, Session, load_image
+    from PIL import Image
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buf, format="PNG")
+    image = load_image(buf.getvalue(), name="white.png")
+    server.script = [REPLY] * (turns - 1) + ["<answer>done</answer>"]
+    model = OpenAIModel(base_url=server.base_url, model="bench")
+    session = Session("Bench?", [image], model=model, executor=kernel, max_turns=turns)
+    started = time.perf_counter()
+    await session._async_run()
+    elapsed = time.perf_counter() - started
+    await model.aclose()
+    assert session.transcript.status == "answered", session.transcript.error
+    return elapsed / turns
+
+
+async def _bare_model_per_request(server, bodies: list[dict]) -> float:
+    """Mean time of the same requests the session made, sent by a bare openai client."""
+    from openai import AsyncOpenAI
+
+    server.script = [REPLY] * len(bodies)
+    client = AsyncOpenAI(base_url=server.base_url, api_key="bench")
+    started = time.perf_counter()
+    try:
+        for body in bodies:
+            body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+            stream = await client.chat.completions.create(
+                **body, stream=True, stream_options={"include_usage": True}
+            )
+            async for _ in stream:
+                pass
+    finally:
+        await client.close()
+    return (time.perf_counter() - started) / len(bodies)
+
+
+async def _bare_kernel_round_trip(kernel, n: int) -> float:
+    """A bare execute round trip over the kernel's own connection info."""
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    client = AsyncKernelClient()
+    client.load_connection_info(kernel._km.get_connection_info())
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=30)
+        times = []
+        for _ in range(n + 3):
+            started = time.perf_counter()
+            msg_id = client.execute("x=1", allow_stdin=False)
+            while True:
+                msg = await client.get_iopub_msg(timeout=10)
+                if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                        and msg["content"]["execution_state"] == "idle"):
+                    break
+            while (await client.get_shell_msg(timeout=10))["parent_header"].get("msg_id") != msg_id:
+                pass
+            times.append(time.perf_counter() - started)
+        return statistics.median(times[3:])
+    finally:
+        client.stop_channels()
+
+
+async def _measure(quick: bool) -> list[dict]:
+    from chat_server import ChatServer
+
+    from pyvision_magic import ChildKernel
+
+    turns = 6 if quick else 20
+    with ChatServer() as server:
+        async with ChildKernel() as kernel:
+            await kernel.start()
+            await _session_per_turn(server, kernel, 3)  # warm up imports and caches
+            per_turn, model = [], []
+            for _ in range(1 if quick else 3):
+                before = len(server.chat_requests)
+                per_turn.append(await _session_per_turn(server, kernel, turns))
+                bodies = [r.body for r in server.chat_requests[before:]]
+                model.append(await _bare_model_per_request(server, bodies))
+            per_turn, model = statistics.median(per_turn), statistics.median(model)
+            bare = await _bare_kernel_round_trip(kernel, turns)
+    overhead = max(per_turn - model, 0.0)
+    return [
+        {
+            "figure": "per-turn framework overhead (s), minus model time, vs bare execute",
+            "ours": round(overhead, 5),
+            "baseline": round(bare, 5),
+            "ratio": round(overhead / bare, 2) if bare else None,
+            "goal": "<= 2x",
+        }
+    ]
+
+
+def run(quick: bool) -> list[dict]:
+    return asyncio.run(_measure(quick))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer turns")
+    for row in run(parser.parse_args().quick):
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
