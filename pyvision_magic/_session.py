@@ -23,6 +23,7 @@ from ._prompt import (
     STOP_SEQUENCES,
     feedback_message,
     nudge_message,
+    output_as_image,
     question_message,
     system_prompt,
 )
@@ -171,6 +172,19 @@ class Session(LoggingConfigurable):
             self._urls[key] = to_data_url(mime, data)
         return self._urls[key]
 
+    async def _encode_images(self, images: Sequence[ImageInput]) -> None:
+        """Encode images for the model in a worker thread, so that a 12-megapixel
+        photo does not block the event loop other sessions and views share."""
+        todo = [im for im in images if hashlib.sha1(im.data).hexdigest() not in self._urls]
+        for image in todo:
+            await asyncio.to_thread(self._image_url, image)
+
+    async def _feedback(self, result: ExecutionResult, last_turn: bool) -> dict[str, Any]:
+        await self._encode_images(
+            [output_as_image(o) for o in result.outputs if o.kind == "image" and o.data]
+        )
+        return feedback_message(result.outputs, result.note, self._image_url, last_turn=last_turn)
+
     async def _prepare_executor(self) -> None:
         await self.executor.start()
         if self._restart_first:
@@ -278,6 +292,7 @@ class Session(LoggingConfigurable):
         libraries = await self.executor.importable_libraries()
         python = getattr(self.executor, "python_version", None) or platform.python_version()
         last = t.max_turns - 1
+        await self._encode_images(t.images)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": system_prompt(libraries=libraries, python=python, timeout=self.timeout)},
             question_message(t.question, t.images, self._image_url, last_turn=last == 0),
@@ -292,9 +307,7 @@ class Session(LoggingConfigurable):
                 messages.append(nudge_message(last_turn=next_is_last))
                 continue
             result = await self._run_tool(turn, turn.code)
-            messages.append(
-                feedback_message(result.outputs, result.note, self._image_url, last_turn=next_is_last)
-            )
+            messages.append(await self._feedback(result, next_is_last))
         for index in range(self._history, t.max_turns):
             if self._stop_requested:
                 return "stopped"
@@ -353,9 +366,7 @@ class Session(LoggingConfigurable):
             result = await self._run_tool(turn, parsed.code)
             if self._stop_requested:
                 return "stopped"
-            messages.append(
-                feedback_message(result.outputs, result.note, self._image_url, last_turn=next_is_last)
-            )
+            messages.append(await self._feedback(result, next_is_last))
         return "stopped" if self._stop_requested else "max_turns"
 
     @property
