@@ -175,15 +175,20 @@ class OpenAIModel(Model, LoggingConfigurable):
         try:
             try:
                 return await self._request(client, params, on_delta)
-            except openai.BadRequestError:
+            except openai.BadRequestError as exc:
                 if not send_stop:
                     raise
                 # Some endpoints (reasoning models among them) refuse `stop`. Ask
-                # once more without it and remember; the session cuts the reply.
-                self.use_stop = False
+                # once more without it; only if that works (or the error names
+                # `stop`) is it left out from now on, since a model may be shared by
+                # many sessions and a 400 can have other causes (a huge image).
                 params.pop("stop")
+                if getattr(exc, "param", None) == "stop":
+                    self.use_stop = False
+                reply = await self._request(client, params, on_delta)
+                self.use_stop = False
                 self.log.info("endpoint refused the stop sequence; continuing without it")
-                return await self._request(client, params, on_delta)
+                return reply
         except openai.APIError as exc:
             raise self._map_error(exc) from exc
 

@@ -354,3 +354,13 @@ def test_fork_of_a_turn_without_code_is_refused(chat_server, image_path, no_open
         session.fork(0)
     with pytest.raises(ConfigError, match="There is no turn 5"):
         session.fork(4, "print(1)")
+
+
+def test_a_400_for_another_reason_keeps_the_stop_sequence(make_chat_server, image_path, no_openai_env):
+    server = make_chat_server([HTTPError(400, "image too large"), HTTPError(400, "image too large"),
+                               "<answer>x</answer>"])
+    model = model_for(server)
+    session = run_session("Q?", [load_image(image_path)], model)
+    assert session.transcript.status == "error" and "HTTP 400" in session.transcript.error
+    assert model.use_stop, "stop must stay on when the endpoint's complaint was not about it"
+    assert [("stop" in r.body) for r in server.chat_requests] == [True, False]
