@@ -11,6 +11,9 @@ Rows
 - ``wait for a kernel``: seconds a new session waits for a ready kernel with a
   warm :class:`KernelPool` against a cold ``ChildKernel.start()``. Goal: the pool
   under 50 ms.
+- ``sandbox: start`` and ``sandbox: execute x=1``: a ``ChildKernel(sandbox=True)``
+  against a plain one (cold start to ready, and mean seconds per call). Goal:
+  start <= 1.5x, execute <= 1.2x. Left out when bwrap is not installed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -28,15 +32,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from jupyter_client import AsyncKernelManager  # noqa: E402
 
-from pyvision_magic._kernel import ChildKernel, _ThisInterpreterSpecs, _THIS_INTERPRETER  # noqa: E402
+from pyvision_magic._kernel import ChildKernel  # noqa: E402
+from pyvision_magic._kernel_connection import THIS_INTERPRETER, ThisInterpreterSpecs  # noqa: E402
 from pyvision_magic._kernel_pool import KernelPool  # noqa: E402
 
 
 async def _bare_round_trips(n: int) -> list[float]:
     folder = tempfile.mkdtemp(prefix="pyvision-bench-")
     km = AsyncKernelManager(
-        kernel_name=_THIS_INTERPRETER,
-        kernel_spec_manager=_ThisInterpreterSpecs(),
+        kernel_name=THIS_INTERPRETER,
+        kernel_spec_manager=ThisInterpreterSpecs(),
         transport="ipc",
         ip=os.path.join(folder, "k"),
         connection_file=os.path.join(folder, "k.json"),
@@ -68,8 +73,8 @@ async def _bare_round_trips(n: int) -> list[float]:
         os.rmdir(folder)
 
 
-async def _ours(n: int) -> list[float]:
-    async with ChildKernel() as kernel:
+async def _ours(n: int, **settings: Any) -> list[float]:
+    async with ChildKernel(**settings) as kernel:
         times = []
         for _ in range(n + 5):
             started = time.perf_counter()
@@ -99,6 +104,33 @@ async def _kernel_wait(repeats: int) -> tuple[float, float]:
     return statistics.median(warm), statistics.median(cold)
 
 
+async def _cold_start(repeats: int, **settings: Any) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        kernel = ChildKernel(**settings)
+        await kernel.start()
+        times.append(time.perf_counter() - started)
+        await kernel.shutdown()
+    return statistics.median(times)
+
+
+async def _sandbox_rows(quick: bool, plain_execute: float) -> list[dict[str, Any]]:
+    if shutil.which("bwrap") is None:
+        return []
+    repeats, n = (2, 50) if quick else (5, 300)
+    await _cold_start(1, sandbox=True)  # the one-time bwrap check is not part of a start
+    boxed_start = await _cold_start(repeats, sandbox=True)
+    plain_start = await _cold_start(repeats)
+    boxed = statistics.mean(await _ours(n, sandbox=True))
+    return [
+        {"figure": "sandbox: start (s), sandboxed vs plain", "ours": boxed_start,
+         "baseline": plain_start, "ratio": boxed_start / plain_start, "goal": "<= 1.5x"},
+        {"figure": "sandbox: execute x=1 (s per call)", "ours": boxed, "baseline": plain_execute,
+         "ratio": boxed / plain_execute, "goal": "<= 1.2x"},
+    ]
+
+
 async def _run(quick: bool) -> list[dict[str, Any]]:
     n = 50 if quick else 300
     baseline = statistics.mean(await _bare_round_trips(n))
@@ -109,6 +141,7 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
          "ratio": ours / baseline, "goal": "<= 2x"},
         {"figure": "wait for a kernel (s): pool vs cold start", "ours": warm, "baseline": cold,
          "ratio": warm / cold, "goal": "pool < 0.05 s"},
+        *await _sandbox_rows(quick, ours),
     ]
 
 

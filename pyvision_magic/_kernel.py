@@ -1,88 +1,44 @@
-"""The child Jupyter kernel that runs the model's tools."""
+"""The child Jupyter kernel that runs the model's tools.
+
+What the default mode and the sandbox protect, and what they do not, is set out
+in :mod:`._kernel_sandbox`.
+"""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import enum
-import json
 import os
-import queue
-import shutil
-import signal
-import subprocess
+import platform
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jupyter_client import AsyncKernelManager
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
-from traitlets import Dict, Float, Int, Unicode
+from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
-from . import _kernel_bootstrap
 from ._errors import ImageInputError, KernelError, KernelStartError
 from ._executor import Executor
-from ._kernel_env import MARKER_VARIABLE, child_environment, kernel_tree, kill_processes
-from ._kernel_output import OutputCollector, collect_message
+from ._kernel_connection import KernelConnection
+from ._kernel_interpreter import (
+    NOTABLE_LIBRARIES,
+    describe_interpreter,
+    libraries_of_this_interpreter,
+)
+from ._kernel_output import OutputCollector, execution_result
+from ._kernel_sandbox import check_bwrap
+from ._kernel_workspace import Workspace
 from ._records import ExecutionResult, ImageInput
 
 __all__ = ["ChildKernel"]
-
-# The name under which the current interpreter is offered as a kernelspec.
-_THIS_INTERPRETER = "pyvision-this-interpreter"
-_MIME_SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
-# Kernel deaths are noticed within this many seconds while waiting for output.
-_POLL = 0.2
-# Libraries worth telling the model about: (import name, distribution names).
-_NOTABLE_LIBRARIES: list[tuple[str, Any]] = [
-    ("numpy", "numpy"),
-    ("cv2", ["opencv-python-headless", "opencv-python", "opencv-contrib-python"]),
-    ("PIL", "pillow"),
-    ("matplotlib", "matplotlib"),
-    ("scipy", "scipy"),
-    ("skimage", "scikit-image"),
-    ("sklearn", "scikit-learn"),
-    ("pandas", "pandas"),
-    ("torch", "torch"),
-    ("torchvision", "torchvision"),
-    ("pytesseract", "pytesseract"),
-    ("easyocr", "easyocr"),
-    ("imageio", "imageio"),
-    ("shapely", "shapely"),
-    ("networkx", "networkx"),
-    ("sympy", "sympy"),
-]
-
 
 class _State(enum.Enum):
     NEW = "new"
     STARTING = "starting"
     READY = "ready"
     CLOSED = "closed"
-
-
-class _ThisInterpreterSpecs(KernelSpecManager):
-    """Kernelspecs plus one that runs ipykernel in the parent's own interpreter.
-
-    The installed ``python3`` spec may point at another Python; tools must see the
-    packages of the environment the user runs pyvision from.
-    """
-
-    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        if kernel_name == _THIS_INTERPRETER:
-            return KernelSpec(
-                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                display_name="pyvision tools",
-                language="python",
-                interrupt_mode="signal",
-                metadata={},
-            )
-        return super().get_kernel_spec(kernel_name)
 
 
 class ChildKernel(Executor, LoggingConfigurable):
@@ -93,6 +49,8 @@ class ChildKernel(Executor, LoggingConfigurable):
     shows is returned and also bound in the kernel as the next ``image_clue_N``.
     Timeouts interrupt the kernel and restart it if it does not stop; a kernel
     that dies is restarted; in both cases the input images are bound again.
+    With ``sandbox=True`` it runs inside bubblewrap (see :mod:`._kernel_sandbox`
+    for what each mode protects).
 
     Use it as ``async with ChildKernel() as kernel: ...`` or call :meth:`start`
     and :meth:`shutdown` yourself.
@@ -160,21 +118,29 @@ class ChildKernel(Executor, LoggingConfigurable):
         "more raises OSError. None means no limit.",
     ).tag(config=True)
 
+    sandbox = Bool(
+        False,
+        help="Run the kernel inside a bubblewrap sandbox (Linux): no network, a read-only "
+        "filesystem except the scratch directory, private /tmp, own process namespace. "
+        "Needs the `bwrap` executable and user namespaces.",
+    ).tag(config=True)
+    bwrap_path = Unicode(
+        "bwrap",
+        help="The bubblewrap executable used when sandbox is True: a path, or a name "
+        "looked up on PATH.",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._state = _State.NEW
         self._start_task: asyncio.Future[None] | None = None
         self._lock: asyncio.Lock | None = None
-        self._km: AsyncKernelManager | None = None
-        self._client: Any = None
-        self._marker = ""
-        self._private_dir: str | None = None
-        self._scratch: str | None = None
-        self._owns_scratch = False
+        self._conn: KernelConnection | None = None
+        self._workspace: Workspace | None = None
+        self._interpreter: dict[str, str] = {}
         self._images: list[ImageInput] = []
         self._bound_names: list[str] = []
         self._libraries: list[str] | None = None
-        self._launches = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -187,19 +153,40 @@ class ChildKernel(Executor, LoggingConfigurable):
 
     @property
     def pid(self) -> int | None:
-        """Process id of the running kernel, or None."""
-        provisioner = getattr(self._km, "provisioner", None)
-        return getattr(provisioner, "pid", None)
+        """Process id of the running kernel, or None.
+
+        In the sandbox this is the kernel's pid as seen from here, not inside the
+        sandbox's own process namespace, and not bwrap's.
+        """
+        return self._conn.pid if self._conn is not None else None
 
     @property
     def scratch_path(self) -> Path | None:
         """The kernel's working directory, once started."""
-        return Path(self._scratch) if self._scratch else None
+        return Path(self._workspace.scratch) if self._workspace else None
 
     @property
     def is_ready(self) -> bool:
         """True once :meth:`start` finished and until :meth:`shutdown`."""
         return self._state is _State.READY
+
+    @property
+    def python_version(self) -> str | None:
+        """Version of the Python that runs the tools, e.g. ``"3.11.7"``.
+
+        Known before :meth:`start` when the kernel runs this interpreter
+        (``kernel_name`` None); for a named kernelspec, None until it started.
+        """
+        if self._interpreter.get("version"):
+            return self._interpreter["version"]
+        return platform.python_version() if self.kernel_name is None else None
+
+    @property
+    def python_executable(self) -> str | None:
+        """Path of the Python that runs the tools; like :attr:`python_version`."""
+        if self._interpreter.get("executable"):
+            return self._interpreter["executable"]
+        return sys.executable if self.kernel_name is None else None
 
     async def start(self) -> None:
         """Start the kernel and import the preloaded libraries, if not done yet.
@@ -210,7 +197,8 @@ class ChildKernel(Executor, LoggingConfigurable):
         Raises
         ------
         KernelStartError
-            If the kernel cannot start, or this kernel was already shut down.
+            If the kernel cannot start, the sandbox is asked for but bubblewrap is
+            missing or unusable, or this kernel was already shut down.
         """
         if self._state is _State.READY:
             return
@@ -230,118 +218,54 @@ class ChildKernel(Executor, LoggingConfigurable):
             raise
 
     async def _first_start(self) -> None:
-        self._private_dir = tempfile.mkdtemp(prefix="pyvision-kernel-")
-        if self.scratch_dir:
-            os.makedirs(self.scratch_dir, exist_ok=True)
-            self._scratch = self.scratch_dir
-        else:
-            self._scratch = tempfile.mkdtemp(prefix="pyvision-scratch-")
-            self._owns_scratch = True
+        # Checked before anything is made, so a missing bwrap fails at once and cleanly.
+        bwrap = await check_bwrap(self.bwrap_path) if self.sandbox else None
+        self._workspace = Workspace.create(self.scratch_dir, bwrap)
         try:
             await self._launch()
         except BaseException:
             await self._teardown()
             self._remove_dirs()
             raise
+        if self._interpreter:
+            self.log.info(describe_interpreter(
+                self._interpreter, kernel_name=self.kernel_name, sandboxed=self.sandbox
+            ))
         if self._state is _State.STARTING:  # not if shut down meanwhile
             self._state = _State.READY
 
     async def _launch(self) -> None:
         """Start one kernel process, connect to it and run the bootstrap."""
-        assert self._private_dir and self._scratch
-        self._launches += 1
-        self._marker = uuid.uuid4().hex
-        base = os.path.join(self._private_dir, f"k{self._launches}")
-        km = AsyncKernelManager(
-            kernel_name=self.kernel_name or _THIS_INTERPRETER,
-            kernel_spec_manager=_ThisInterpreterSpecs(),
-            transport="ipc",
-            ip=base,
-            connection_file=base + ".json",
+        workspace = self._workspace
+        assert workspace is not None
+        base, command_prefix, env = workspace.new_launch(os.environ, self.extra_env)
+        self._conn = await KernelConnection.launch(
+            kernel_name=self.kernel_name,
+            base=base,
+            cwd=workspace.scratch,
+            env=env,
+            startup_timeout=self.startup_timeout,
+            config={
+                "max_images": self.max_images,
+                "max_image_pixels": self.max_image_pixels,
+                "memory_limit": self.memory_limit,
+                "file_size_limit": self.file_size_limit,
+            },
+            command_prefix=command_prefix,
+            stopped=lambda: self._state is _State.CLOSED,
+            log=self.log,
         )
-        env = child_environment(os.environ, self.extra_env)
-        env[MARKER_VARIABLE] = self._marker
-        self._km = km
-        try:
-            with open(base + ".log", "ab") as log:
-                await km.start_kernel(
-                    env=env,
-                    cwd=self._scratch,
-                    # The history database is useless here and locks up with many kernels.
-                    extra_arguments=["--HistoryManager.enabled=False"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                )
-        except NoSuchKernel as exc:
-            raise KernelStartError(
-                f"There is no Jupyter kernel named {self.kernel_name!r}; run "
-                "`jupyter kernelspec list` to see the names, or leave kernel_name unset."
-            ) from exc
-        except Exception as exc:
-            raise KernelStartError(
-                f"The child kernel could not be launched ({exc}); check that ipykernel "
-                "is installed in the kernel's Python."
-            ) from exc
-        client = km.client()
-        client.start_channels()
-        self._client = client
-        try:
-            await client.wait_for_ready(timeout=self.startup_timeout)
-        except RuntimeError as exc:
-            raise KernelStartError(
-                f"The child kernel did not become ready within {self.startup_timeout:g} s; "
-                f"its log is {base}.log."
-            ) from exc
-        config = {
-            "max_images": self.max_images,
-            "max_image_pixels": self.max_image_pixels,
-            "memory_limit": self.memory_limit,
-            "file_size_limit": self.file_size_limit,
-        }
-        source = Path(_kernel_bootstrap.__file__).read_text(encoding="utf-8")
-        boot = (
-            "def _pyvision_boot(source, config):\n"
-            "    import sys, types\n"
-            "    module = types.ModuleType('_pyvision_child')\n"
-            "    sys.modules['_pyvision_child'] = module\n"
-            "    exec(compile(source, '<pyvision_child>', 'exec'), module.__dict__)\n"
-            "    module.install(config)\n"
-            "try:\n"
-            f"    _pyvision_boot({source!r}, {config!r})\n"
-            "finally:\n"
-            "    del _pyvision_boot\n"
-        )
-        reply = await self._silent(boot, timeout=self.startup_timeout)
-        if reply["status"] != "ok":
-            raise KernelStartError(
-                "The child kernel started but could not set itself up "
-                f"({reply.get('ename')}: {reply.get('evalue')})."
-            )
+        self._interpreter = self._conn.interpreter or self._interpreter
 
     async def _teardown(self) -> None:
         """Kill the kernel and every process it started; keep the directories."""
-        km, client = self._km, self._client
-        self._km = self._client = None
-        root, marker = getattr(getattr(km, "provisioner", None), "pid", None), self._marker
-        kill_processes(lambda: kernel_tree(root, marker))
-        if client is not None:
-            client.stop_channels()
-        if km is not None:
-            try:
-                await km.shutdown_kernel(now=True)
-            except Exception as exc:  # already gone is fine; say so in the log
-                self.log.debug("kernel shutdown: %s", exc)
-        # Orphans of the dead kernel carry the marker; catch late forks too.
-        kill_processes(lambda: kernel_tree(None, marker))
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
 
     def _remove_dirs(self) -> None:
-        if self._private_dir:
-            shutil.rmtree(self._private_dir, ignore_errors=True)
-            self._private_dir = None
-        if self._owns_scratch and self._scratch:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._owns_scratch = False
+        if self._workspace is not None:  # kept, so scratch_path still answers
+            self._workspace.remove()
 
     async def shutdown(self) -> None:
         """Kill the kernel and all its processes and remove the directories we made.
@@ -378,62 +302,13 @@ class ChildKernel(Executor, LoggingConfigurable):
 
     async def interrupt(self) -> None:
         """Send Ctrl-C to the running execution, if any."""
-        if self._km is not None and self._state is _State.READY:
-            await self._km.interrupt_kernel()
+        if self._conn is not None and self._state is _State.READY:
+            await self._conn.interrupt()
 
     def _get_lock(self) -> asyncio.Lock:
         if self._lock is None:
             self._lock = asyncio.Lock()
         return self._lock
-
-    # -- talking to the kernel ------------------------------------------------------
-
-    async def _alive(self) -> bool:
-        return self._km is not None and await self._km.is_alive()
-
-    async def _silent(
-        self, code: str, *, timeout: float, expressions: dict[str, str] | None = None
-    ) -> dict[str, Any]:
-        """Run code that is not the user's: no history, no outputs, and wait for its reply."""
-        msg_id = self._client.execute(
-            code,
-            silent=True,
-            store_history=False,
-            user_expressions=expressions or {},
-            allow_stdin=False,
-            stop_on_error=False,
-        )
-        reply = await self._reply(msg_id, time.monotonic() + timeout)
-        if reply is None:
-            raise KernelError("The child kernel stopped answering; restart it.")
-        return reply
-
-    async def _reply(self, msg_id: str, deadline: float) -> dict[str, Any] | None:
-        """The shell reply to ``msg_id``, or None if the kernel died or time ran out."""
-        while time.monotonic() < deadline and self._state is not _State.CLOSED:
-            try:
-                msg = await self._client.get_shell_msg(timeout=_POLL)
-            except queue.Empty:
-                if not await self._alive():
-                    return None
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return msg["content"]
-        return None
-
-    async def _call(self, expression: str, *, timeout: float = 30.0) -> Any:
-        """Evaluate a JSON-returning expression in the child's private module."""
-        reply = await self._silent(
-            "",
-            timeout=timeout,
-            expressions={"value": f"__import__('_pyvision_child').{expression}"},
-        )
-        value = reply.get("user_expressions", {}).get("value", {})
-        if value.get("status") != "ok":
-            raise KernelError(f"{value.get('ename')}: {value.get('evalue')}")
-        text = value["data"]["text/plain"]
-        # The value is the repr of a JSON string (possibly wrapped over lines).
-        return json.loads(ast.literal_eval(text))
 
     # -- the Executor interface -----------------------------------------------------
 
@@ -451,17 +326,10 @@ class ChildKernel(Executor, LoggingConfigurable):
             return await self._bind(self._images)
 
     async def _bind(self, images: Sequence[ImageInput]) -> list[str]:
-        assert self._scratch
-        folder = Path(self._scratch, "inputs")
-        folder.mkdir(exist_ok=True)
-        items = []
-        for index, image in enumerate(images):
-            name = f"image_clue_{index}"
-            path = folder / (name + _MIME_SUFFIX.get(image.mime, ".img"))
-            path.write_bytes(image.data)
-            items.append((name, str(path)))
+        assert self._workspace is not None and self._conn is not None
+        items = self._workspace.write_inputs(images)
         try:
-            names = await self._call(f"bind_inputs({items!r})")
+            names = await self._conn.call(f"bind_inputs({items!r})")
         except KernelError as exc:
             raise ImageInputError(
                 f"The kernel could not open the input images ({exc}).",
@@ -471,11 +339,23 @@ class ChildKernel(Executor, LoggingConfigurable):
         return names
 
     async def importable_libraries(self) -> list[str]:
-        """Notable libraries the tools can import, as ``"name version"`` (cached)."""
+        """Notable libraries the tools can import, as ``"name version"`` (cached).
+
+        When the kernel runs this interpreter (``kernel_name`` None) the answer
+        comes from this process at once, without waiting for the kernel to start;
+        a named kernelspec is asked once it has started.
+        """
         if self._libraries is None:
-            await self.start()
-            async with self._get_lock():
-                self._libraries = await self._call(f"probe_libraries({_NOTABLE_LIBRARIES!r})")
+            if self.kernel_name is None:
+                # A thread: the first probe reads package metadata for ~0.1 s.
+                self._libraries = await asyncio.to_thread(libraries_of_this_interpreter)
+            else:
+                await self.start()
+                async with self._get_lock():
+                    assert self._conn is not None
+                    self._libraries = await self._conn.call(
+                        f"probe_libraries({NOTABLE_LIBRARIES!r})"
+                    )
         return list(self._libraries)
 
     async def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
@@ -486,118 +366,28 @@ class ChildKernel(Executor, LoggingConfigurable):
         """
         await self.start()
         async with self._get_lock():
-            if self._km is None and self._state is _State.READY:
+            if self._conn is None and self._state is _State.READY:
                 # An earlier restart failed half way; try once more before running.
                 await self._relaunch()
             return await self._execute(code, self.timeout if timeout is None else timeout)
 
     async def _execute(self, code: str, limit: float | None) -> ExecutionResult:
+        assert self._conn is not None
         started = time.monotonic()
         collected = OutputCollector(self.max_output_chars, self.max_images, self.max_image_pixels)
-        msg_id = self._client.execute(
-            code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False
-        )
-        deadline = started + limit if limit else None
-        interrupted_at: float | None = None
-        last_check = started
-        outcome = "running"
-        while outcome == "running":
-            if self._state is _State.CLOSED:  # shut down from another task meanwhile
-                outcome = "closed"
-                break
-            now = time.monotonic()
-            if deadline is not None and interrupted_at is None and now >= deadline:
-                interrupted_at = now
-                await self._km.interrupt_kernel()  # type: ignore[union-attr]
-            if interrupted_at is not None and now >= interrupted_at + self.interrupt_grace:
-                outcome = "stuck"
-                break
-            if now - last_check >= _POLL:
-                last_check = now
-                if not await self._alive():
-                    outcome = "died"
-                    break
-            # Wake up in time for the next deadline (limit, then grace).
-            wait = _POLL
-            if interrupted_at is not None:
-                wait = min(wait, interrupted_at + self.interrupt_grace - now)
-            elif deadline is not None:
-                wait = min(wait, deadline - now)
-            try:
-                msg = await self._client.get_iopub_msg(timeout=max(wait, 0.0))
-            except queue.Empty:
-                continue
-            # Only this execution's messages: late output of an earlier one is discarded.
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                outcome = "done"
-            else:
-                collect_message(msg, collected)
-
-        notes: list[str] = []
-        if outcome == "done":
-            reply = await self._reply(msg_id, time.monotonic() + 5.0) or {}
-            if interrupted_at is not None:
-                status = "timeout"
-                collected.items = [
-                    item for item in collected.items if item.ename != "KeyboardInterrupt"
-                ]
-                notes.append(
-                    f"The tool was stopped at its time limit of {limit:g} s; the variables "
-                    "it and earlier tools defined are kept."
-                )
-            elif reply.get("status") == "error" or any(
-                item.kind == "error" for item in collected.items
-            ):
-                status = "error"
-            else:
-                status = "ok"
-        elif outcome == "stuck":
-            status = "timeout"
+        ran = await self._conn.run(code, collected, limit=limit, grace=self.interrupt_grace)
+        exit_clause = ""
+        if ran.outcome in ("stuck", "died"):
+            # Variables are lost either way; a fresh kernel gets the input images back.
+            exit_clause = self._conn.exit_description() if ran.outcome == "died" else ""
             await self._relaunch()
-            notes.append(
-                f"The tool was stopped at its time limit of {limit:g} s and the kernel had to "
-                "be restarted, so all variables from earlier tools are gone"
-                + self._rebound_clause()
-            )
-        elif outcome == "closed":
-            status = "died"
-            notes.append("The kernel was shut down while the tool was running.")
-        else:
-            status = "died"
-            how = self._exit_description()
-            await self._relaunch()
-            notes.append(
-                f"The kernel process died while running the tool{how}; it was restarted, so "
-                "all variables from earlier tools are gone" + self._rebound_clause()
-            )
-        if collected.dropped_images:
-            notes.append(
-                f"{collected.dropped_images} more image(s) were not shown (limit "
-                f"{self.max_images} per execution)."
-            )
-        return ExecutionResult(
-            status=status,
-            outputs=collected.outputs(),
+        return execution_result(
+            collected,
+            outcome=ran.outcome,
+            interrupted=ran.interrupted,
+            reply_status=ran.reply.get("status"),
+            limit=limit,
             duration=time.monotonic() - started,
-            note=" ".join(notes),
+            exit_clause=exit_clause,
+            rebound=self._bound_names,
         )
-
-    def _rebound_clause(self) -> str:
-        if not self._bound_names:
-            return "."
-        names = ", ".join(self._bound_names)
-        return f" (the input images are bound again as {names})."
-
-    def _exit_description(self) -> str:
-        process = getattr(getattr(self._km, "provisioner", None), "process", None)
-        code = process.poll() if process is not None else None
-        if code is None:
-            return ""
-        if code < 0:
-            try:
-                return f" (killed by {signal.Signals(-code).name})"
-            except ValueError:
-                return f" (killed by signal {-code})"
-        return f" (exit code {code})"

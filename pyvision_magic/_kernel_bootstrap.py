@@ -336,7 +336,11 @@ def bind_inputs(items: list) -> str:
 
 
 def probe_libraries(candidates: list) -> str:
-    """Which of ``[(import name, distribution), ...]`` can be imported, with versions."""
+    """Which of ``[(import name, distribution), ...]`` can be imported, with versions.
+
+    Nothing is imported, and distribution metadata comes before ``__version__``,
+    so the parent gets the same answer when it probes its own interpreter.
+    """
     import importlib.metadata
     import importlib.util
     import shutil
@@ -350,13 +354,20 @@ def probe_libraries(candidates: list) -> str:
             continue
         if module_name == "pytesseract" and shutil.which("tesseract") is None:
             continue
-        version = getattr(sys.modules.get(module_name), "__version__", None)
+        version = None
         for dist in [distribution] if isinstance(distribution, str) else distribution:
-            if version:
-                break
             try:
                 version = importlib.metadata.version(dist)
+                break
             except importlib.metadata.PackageNotFoundError:
                 pass
+        version = version or getattr(sys.modules.get(module_name), "__version__", None)
         found.append(f"{module_name} {version}" if version else module_name)
     return json.dumps(found)
+
+
+def interpreter() -> str:
+    """The Python running this kernel: ``{"executable": ..., "version": ...}``."""
+    import platform
+
+    return json.dumps({"executable": sys.executable, "version": platform.python_version()})

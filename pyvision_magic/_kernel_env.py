@@ -25,6 +25,8 @@ __all__ = [
     "child_environment",
     "kernel_tree",
     "kill_processes",
+    "proc_pids",
+    "process_links",
 ]
 
 #: Set to a per-kernel id in the child; every process it starts inherits it.
@@ -169,14 +171,16 @@ def child_environment(
     return env
 
 
-def _proc_pids() -> list[int]:
+def proc_pids() -> list[int]:
+    """Every process id in ``/proc``; empty where there is none (macOS)."""
     try:
         return [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:  # no /proc (macOS): only the kernel itself can be killed
         return []
 
 
-def _parent_pid(pid: int) -> int | None:
+def process_links(pid: int) -> tuple[int, int] | None:
+    """``(parent pid, process group id)`` of a process, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             data = stat.read()
@@ -184,7 +188,7 @@ def _parent_pid(pid: int) -> int | None:
         return None
     # The command name may hold spaces and parentheses; fields resume after the last ')'.
     fields = data[data.rfind(b")") + 2 :].split()
-    return int(fields[1]) if len(fields) > 1 else None
+    return (int(fields[1]), int(fields[2])) if len(fields) > 2 else None
 
 
 def _has_marker(pid: int, marker: bytes) -> bool:
@@ -206,12 +210,12 @@ def kernel_tree(root: int | None, marker: str | None = None) -> set[int]:
         The value of :data:`MARKER_VARIABLE` in this kernel; processes that carry
         it are included even after they were orphaned (the kernel died first).
     """
-    pids = _proc_pids()
+    pids = proc_pids()
     children: dict[int, list[int]] = {}
     for pid in pids:
-        parent = _parent_pid(pid)
-        if parent is not None:
-            children.setdefault(parent, []).append(pid)
+        links = process_links(pid)
+        if links is not None:
+            children.setdefault(links[0], []).append(pid)
     found: set[int] = set()
     stack = [root] if root else []
     while stack:

@@ -3,6 +3,7 @@
 Text is capped as it arrives (head and tail kept, the middle dropped and
 counted) so a tool that prints gigabytes costs the parent memory of the cap
 only. Images beyond the per-execution cap are counted, not kept.
+:func:`execution_result` words how an execution ended for the model.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import base64
 import io
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from ._records import Output
+from ._records import ExecutionResult, Output
 
-__all__ = ["OutputCollector", "collect_message", "image_output", "strip_ansi"]
+__all__ = ["OutputCollector", "collect_message", "execution_result", "image_output", "strip_ansi"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
@@ -208,3 +210,73 @@ def _shrink(raw: bytes, budget: int) -> tuple[str, int, int]:
     buffer = io.BytesIO()
     small.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii"), size[0], size[1]
+
+
+def execution_result(
+    collected: OutputCollector,
+    *,
+    outcome: str,
+    interrupted: bool,
+    reply_status: str | None,
+    limit: float | None,
+    duration: float,
+    exit_clause: str = "",
+    rebound: Sequence[str] = (),
+) -> ExecutionResult:
+    """The result the model sees, from how an execution ended.
+
+    Parameters
+    ----------
+    collected : OutputCollector
+        What the execution printed, showed and raised.
+    outcome : str
+        ``"done"``, ``"stuck"`` (ignored the interrupt; the kernel was restarted),
+        ``"died"`` (the kernel was restarted) or ``"closed"`` (shut down meanwhile).
+    interrupted : bool
+        Whether the time limit interrupted it.
+    reply_status : str or None
+        The status of the kernel's execute reply, if one came.
+    limit : float or None
+        The time limit in seconds.
+    duration : float
+        Seconds the execution took, restart included.
+    exit_clause : str
+        How a dead kernel ended, e.g. ``" (killed by SIGKILL)"``.
+    rebound : sequence of str
+        Names of the input images bound again after a restart.
+    """
+    notes: list[str] = []
+    again = f" (the input images are bound again as {', '.join(rebound)})." if rebound else "."
+    if outcome == "done" and interrupted:
+        status = "timeout"
+        collected.items = [item for item in collected.items if item.ename != "KeyboardInterrupt"]
+        notes.append(
+            f"The tool was stopped at its time limit of {limit:g} s; the variables "
+            "it and earlier tools defined are kept."
+        )
+    elif outcome == "done":
+        failed = reply_status == "error" or any(item.kind == "error" for item in collected.items)
+        status = "error" if failed else "ok"
+    elif outcome == "stuck":
+        status = "timeout"
+        notes.append(
+            f"The tool was stopped at its time limit of {limit:g} s and the kernel had to "
+            "be restarted, so all variables from earlier tools are gone" + again
+        )
+    elif outcome == "closed":
+        status = "died"
+        notes.append("The kernel was shut down while the tool was running.")
+    else:
+        status = "died"
+        notes.append(
+            f"The kernel process died while running the tool{exit_clause}; it was restarted, "
+            "so all variables from earlier tools are gone" + again
+        )
+    if collected.dropped_images:
+        notes.append(
+            f"{collected.dropped_images} more image(s) were not shown (limit "
+            f"{collected.max_images} per execution)."
+        )
+    return ExecutionResult(
+        status=status, outputs=collected.outputs(), duration=duration, note=" ".join(notes)
+    )

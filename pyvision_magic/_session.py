@@ -353,6 +353,9 @@ class Session(LoggingConfigurable):
 
             turn.code = parsed.code
             await self._emit("code", turn)
+            if index != last and not self._stop_requested:
+                await prepare  # raises KernelError if the kernel could not start
+            # The stop may have come while the kernel was still starting.
             if index == last or self._stop_requested:
                 turn.exec_status = "skipped"
                 turn.note = (
@@ -362,7 +365,6 @@ class Session(LoggingConfigurable):
                 )
                 await self._emit("outputs", turn)
                 break
-            await prepare  # raises KernelError if the kernel could not start
             result = await self._run_tool(turn, parsed.code)
             if self._stop_requested:
                 return "stopped"

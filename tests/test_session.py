@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from chat_server import CutStream, HTTPError, Reply
@@ -233,7 +234,15 @@ def test_stop_during_a_runaway_tool(chat_server, image_path, no_openai_env):
         kernel = ChildKernel()
         model = model_for(chat_server)
         session = Session("Q?", [load_image(image_path)], model=model, executor=kernel)
-        session.on_code(lambda turn: threading.Timer(1.0, session.stop).start())
+        def stop_once_running() -> None:
+            # The kernel may still be starting when the code arrives; stop the tool itself.
+            deadline = time.monotonic() + 30
+            while not kernel.is_ready and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
+            session.stop()
+
+        session.on_code(lambda turn: threading.Thread(target=stop_once_running, daemon=True).start())
         try:
             await asyncio.wait_for(session._async_run(), 30)
             after = await kernel.execute("print(6 * 7)")

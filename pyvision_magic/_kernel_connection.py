@@ -1,0 +1,355 @@
+"""One launched kernel process and the messages exchanged with it.
+
+:class:`KernelConnection` starts a kernel (optionally inside the sandbox),
+runs the bootstrap in it, executes code while watching for deadlines and
+death, and kills it with every process it started. What to do about a
+timeout or a death -- restart, bind images again, tell the model -- is
+decided by :class:`~._kernel.ChildKernel`, which owns one connection at a time.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import queue
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+
+from . import _kernel_bootstrap
+from ._errors import KernelError, KernelStartError
+from ._kernel_env import MARKER_VARIABLE, kernel_tree, kill_processes
+from ._kernel_output import OutputCollector, collect_message
+from ._kernel_sandbox import SandboxKernelManager, sandboxed_kernel_pid
+
+__all__ = ["THIS_INTERPRETER", "ThisInterpreterSpecs", "KernelConnection", "Ran"]
+
+#: The name under which the current interpreter is offered as a kernelspec.
+THIS_INTERPRETER = "pyvision-this-interpreter"
+# Kernel deaths are noticed within this many seconds while waiting for output.
+_POLL = 0.2
+
+
+class ThisInterpreterSpecs(KernelSpecManager):
+    """Kernelspecs plus one that runs ipykernel in the parent's own interpreter.
+
+    The installed ``python3`` spec may point at another Python; tools must see the
+    packages of the environment the user runs pyvision from.
+    """
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        if kernel_name == THIS_INTERPRETER:
+            return KernelSpec(
+                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                display_name="pyvision tools",
+                language="python",
+                interrupt_mode="signal",
+                metadata={},
+            )
+        return super().get_kernel_spec(kernel_name)
+
+
+@dataclass
+class Ran:
+    """How an execution ended, as seen from the messages.
+
+    ``outcome`` is ``"done"`` (the kernel went idle), ``"stuck"`` (it ignored the
+    interrupt past the grace time), ``"died"`` or ``"closed"`` (shut down meanwhile).
+    """
+
+    outcome: str
+    interrupted: bool = False
+    reply: dict[str, Any] = field(default_factory=dict)
+
+
+def _boot_code(config: dict[str, Any]) -> str:
+    source = Path(_kernel_bootstrap.__file__).read_text(encoding="utf-8")
+    return (
+        "def _pyvision_boot(source, config):\n"
+        "    import sys, types\n"
+        "    module = types.ModuleType('_pyvision_child')\n"
+        "    sys.modules['_pyvision_child'] = module\n"
+        "    exec(compile(source, '<pyvision_child>', 'exec'), module.__dict__)\n"
+        "    module.install(config)\n"
+        "try:\n"
+        f"    _pyvision_boot({source!r}, {config!r})\n"
+        "finally:\n"
+        "    del _pyvision_boot\n"
+    )
+
+
+def _expression_value(reply: dict[str, Any], key: str) -> Any:
+    """Decode a user expression that evaluated to a JSON string."""
+    value = reply.get("user_expressions", {}).get(key, {})
+    if value.get("status") != "ok":
+        raise KernelError(f"{value.get('ename')}: {value.get('evalue')}")
+    # The value is the repr of a JSON string (possibly wrapped over lines).
+    return json.loads(ast.literal_eval(value["data"]["text/plain"]))
+
+
+class KernelConnection:
+    """A running kernel process: its manager, its client and its marker.
+
+    Create it with :meth:`launch`; end it with :meth:`close`.
+
+    Parameters
+    ----------
+    km : SandboxKernelManager
+        The manager that launched (or is launching) the kernel.
+    marker : str
+        The value of :data:`~._kernel_env.MARKER_VARIABLE` in the kernel's processes.
+    stopped : callable
+        Returns True once the owner shut down; waits end within one poll then.
+    log : logging.Logger
+        Where teardown troubles are noted.
+    """
+
+    def __init__(
+        self, km: SandboxKernelManager, marker: str, stopped: Callable[[], bool], log: logging.Logger
+    ) -> None:
+        self.km = km
+        self.client: Any = None
+        self.marker = marker
+        self.sandboxed = bool(km.command_prefix)
+        #: ``{"executable": ..., "version": ...}`` of the kernel's Python, once booted.
+        self.interpreter: dict[str, str] = {}
+        self._stopped = stopped
+        self._log = log
+        self._kernel_pid: int | None = None
+
+    @classmethod
+    async def launch(
+        cls,
+        *,
+        kernel_name: str | None,
+        base: str,
+        cwd: str,
+        env: Mapping[str, str],
+        startup_timeout: float,
+        config: dict[str, Any],
+        command_prefix: list[str],
+        stopped: Callable[[], bool],
+        log: logging.Logger,
+    ) -> "KernelConnection":
+        """Start a kernel, connect to it and run the bootstrap.
+
+        ``base`` is the path prefix of its connection file, sockets and log;
+        ``command_prefix`` wraps its command (the sandbox), empty for none.
+
+        Raises
+        ------
+        KernelStartError
+            If the kernel cannot start or set itself up; nothing is left running.
+        """
+        marker = uuid.uuid4().hex
+        km = SandboxKernelManager(
+            kernel_name=kernel_name or THIS_INTERPRETER,
+            kernel_spec_manager=ThisInterpreterSpecs(),
+            transport="ipc",
+            ip=base,
+            connection_file=base + ".json",
+            command_prefix=command_prefix,
+        )
+        connection = cls(km, marker, stopped, log)
+        try:
+            await connection._start(kernel_name, base, cwd, {**env, MARKER_VARIABLE: marker},
+                                    startup_timeout, config)
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
+    async def _start(
+        self,
+        kernel_name: str | None,
+        base: str,
+        cwd: str,
+        env: dict[str, str],
+        startup_timeout: float,
+        config: dict[str, Any],
+    ) -> None:
+        try:
+            with open(base + ".log", "ab") as log:
+                await self.km.start_kernel(
+                    env=env,
+                    cwd=cwd,
+                    # The history database is useless here and locks up with many kernels.
+                    extra_arguments=["--HistoryManager.enabled=False"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
+        except NoSuchKernel as exc:
+            raise KernelStartError(
+                f"There is no Jupyter kernel named {kernel_name!r}; run "
+                "`jupyter kernelspec list` to see the names, or leave kernel_name unset."
+            ) from exc
+        except Exception as exc:
+            raise KernelStartError(
+                f"The child kernel could not be launched ({exc}); check that ipykernel "
+                "is installed in the kernel's Python."
+            ) from exc
+        self.client = self.km.client()
+        self.client.start_channels()
+        try:
+            await self.client.wait_for_ready(timeout=startup_timeout)
+        except RuntimeError as exc:
+            raise KernelStartError(
+                f"The child kernel did not become ready within {startup_timeout:g} s; "
+                f"its log is {base}.log."
+            ) from exc
+        if self.sandboxed:
+            self._kernel_pid = sandboxed_kernel_pid(self.km.provisioner.pid)  # type: ignore[union-attr]
+        reply = await self.silent(
+            _boot_code(config),
+            timeout=startup_timeout,
+            expressions={"interpreter": "__import__('_pyvision_child').interpreter()"},
+        )
+        if reply["status"] != "ok":
+            raise KernelStartError(
+                "The child kernel started but could not set itself up "
+                f"({reply.get('ename')}: {reply.get('evalue')})."
+            )
+        try:
+            self.interpreter = _expression_value(reply, "interpreter")
+        except KernelError as exc:  # only informative: the kernel works without it
+            self._log.debug("kernel interpreter unknown: %s", exc)
+
+    @property
+    def pid(self) -> int | None:
+        """The kernel's process id as this process sees it (not bwrap's, if sandboxed)."""
+        if self.sandboxed:
+            return self._kernel_pid
+        return getattr(self.km.provisioner, "pid", None)
+
+    async def close(self) -> None:
+        """Kill the kernel and every process it started."""
+        client, self.client = self.client, None
+        root = getattr(self.km.provisioner, "pid", None)
+        kill_processes(lambda: kernel_tree(root, self.marker))
+        if client is not None:
+            client.stop_channels()
+        try:
+            await self.km.shutdown_kernel(now=True)
+        except Exception as exc:  # already gone is fine; say so in the log
+            self._log.debug("kernel shutdown: %s", exc)
+        # Orphans of the dead kernel carry the marker; catch late forks too.
+        kill_processes(lambda: kernel_tree(None, self.marker))
+
+    async def alive(self) -> bool:
+        return self.client is not None and await self.km.is_alive()
+
+    async def interrupt(self) -> None:
+        """Send Ctrl-C (or an interrupt message, if the kernelspec asks for one)."""
+        await self.km.interrupt_kernel()
+
+    def exit_description(self) -> str:
+        """How the kernel process ended, as a clause: ``" (killed by SIGKILL)"``, or ""."""
+        process = getattr(self.km.provisioner, "process", None)
+        code = process.poll() if process is not None else None
+        if code is None:
+            return ""
+        if self.sandboxed and code > 128:
+            code = 128 - code  # bwrap exits with 128 + the signal that ended the kernel
+        if code < 0:
+            try:
+                return f" (killed by {signal.Signals(-code).name})"
+            except ValueError:
+                return f" (killed by signal {-code})"
+        return f" (exit code {code})"
+
+    # -- messages -------------------------------------------------------------------
+
+    async def silent(
+        self, code: str, *, timeout: float, expressions: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Run code that is not the user's: no history, no outputs, and wait for its reply."""
+        msg_id = self.client.execute(
+            code,
+            silent=True,
+            store_history=False,
+            user_expressions=expressions or {},
+            allow_stdin=False,
+            stop_on_error=False,
+        )
+        reply = await self.reply(msg_id, time.monotonic() + timeout)
+        if reply is None:
+            raise KernelError("The child kernel stopped answering; restart it.")
+        return reply
+
+    async def reply(self, msg_id: str, deadline: float) -> dict[str, Any] | None:
+        """The shell reply to ``msg_id``, or None if the kernel died or time ran out."""
+        while time.monotonic() < deadline and not self._stopped():
+            try:
+                msg = await self.client.get_shell_msg(timeout=_POLL)
+            except queue.Empty:
+                if not await self.alive():
+                    return None
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg["content"]
+        return None
+
+    async def call(self, expression: str, *, timeout: float = 30.0) -> Any:
+        """Evaluate a JSON-returning expression in the child's private module."""
+        reply = await self.silent(
+            "",
+            timeout=timeout,
+            expressions={"value": f"__import__('_pyvision_child').{expression}"},
+        )
+        return _expression_value(reply, "value")
+
+    async def run(
+        self, code: str, collected: OutputCollector, *, limit: float | None, grace: float
+    ) -> Ran:
+        """Execute ``code``, collecting its outputs, until it ends or must be given up.
+
+        At ``limit`` seconds the kernel is interrupted; ``grace`` seconds later the
+        execution counts as stuck.
+        """
+        started = time.monotonic()
+        msg_id = self.client.execute(
+            code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False
+        )
+        deadline = started + limit if limit else None
+        interrupted_at: float | None = None
+        last_check = started
+        while True:
+            if self._stopped():  # shut down from another task meanwhile
+                return Ran("closed", interrupted_at is not None)
+            now = time.monotonic()
+            if deadline is not None and interrupted_at is None and now >= deadline:
+                interrupted_at = now
+                await self.interrupt()
+            if interrupted_at is not None and now >= interrupted_at + grace:
+                return Ran("stuck", True)
+            if now - last_check >= _POLL:
+                last_check = now
+                if not await self.alive():
+                    return Ran("died", interrupted_at is not None)
+            # Wake up in time for the next deadline (limit, then grace).
+            wait = _POLL
+            if interrupted_at is not None:
+                wait = min(wait, interrupted_at + grace - now)
+            elif deadline is not None:
+                wait = min(wait, deadline - now)
+            try:
+                msg = await self.client.get_iopub_msg(timeout=max(wait, 0.0))
+            except queue.Empty:
+                continue
+            # Only this execution's messages: late output of an earlier one is discarded.
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                reply = await self.reply(msg_id, time.monotonic() + 5.0) or {}
+                return Ran("done", interrupted_at is not None, reply)
+            collect_message(msg, collected)
