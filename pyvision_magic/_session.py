@@ -154,7 +154,14 @@ class Session(LoggingConfigurable):
         if self._model_task is not None and not self._model_task.done():
             self._model_task.cancel()
         if self._executing:
-            asyncio.ensure_future(self.executor.interrupt())
+            asyncio.ensure_future(self._interrupt_until_done())
+
+    async def _interrupt_until_done(self) -> None:
+        # An interrupt that reaches the kernel just before it starts the code is
+        # lost, so keep interrupting until the tool has really ended.
+        while self._executing:
+            await self.executor.interrupt()
+            await asyncio.sleep(0.5)
 
     @property
     def status(self) -> str:

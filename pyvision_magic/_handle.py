@@ -1,0 +1,300 @@
+"""Sessions as the notebook holds them: each with its kernel, view and forks.
+
+A :class:`Workspace` owns the private loop (see :mod:`._runner`), the kernel
+pool and every :class:`SessionHandle` made in one IPython shell. All kernel
+work of a handle runs on that loop; the widget callbacks only submit work and
+get a future back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from ._errors import ConfigError
+from ._runner import LoopThread
+from ._transcript import Transcript, Turn
+
+__all__ = ["Workspace", "SessionHandle"]
+
+
+class Workspace:
+    """The loop, the kernels and the sessions of one shell.
+
+    ``settings`` is the :class:`~pyvision_magic.magics.PyVision` configurable
+    (``max_kernels``, ``use_pool``); ``make_model`` returns a live model for
+    forks of loaded sessions, or None when no endpoint is configured.
+    """
+
+    def __init__(self, settings: Any, make_model: Callable[[], Any] | None = None) -> None:
+        self.settings = settings
+        self.make_model = make_model
+        self.runner = LoopThread()
+        self.handles: list[SessionHandle] = []
+        self._ids = itertools.count(1)
+        self._pool: Any = None
+        self._models: list[Any] = []
+
+    # -- kernels -------------------------------------------------------------
+
+    def prestart(self) -> concurrent.futures.Future[None]:
+        """Start filling the kernel pool in the background."""
+        return self.runner.submit(self._pool_start())
+
+    async def _pool_start(self) -> None:
+        pool = self._get_pool()
+        if pool is not None:
+            await pool.start()
+
+    def _get_pool(self) -> Any:
+        if not getattr(self.settings, "use_pool", True):
+            return None
+        if self._pool is None:
+            try:
+                from ._kernel_pool import KernelPool
+            except ImportError:
+                return None
+            self._pool = KernelPool(parent=self.settings)
+        return self._pool
+
+    async def new_kernel(self, sandbox: bool = False) -> Any:
+        """A kernel for a new session: from the pool when one is warm, else a new one."""
+        from ._kernel import ChildKernel
+
+        if sandbox:
+            if "sandbox" not in ChildKernel.class_trait_names():
+                raise ConfigError(
+                    "--sandbox needs a child kernel with sandbox support, which this "
+                    "version of pyvision_magic does not have; run without --sandbox."
+                )
+            kernel = ChildKernel(parent=self.settings, sandbox=True)
+            # Start it now, so a missing bubblewrap is a usage error of the cell.
+            await kernel.start()
+        else:
+            pool = self._get_pool()
+            kernel = await pool.acquire() if pool is not None else ChildKernel(parent=self.settings)
+        await self._evict()
+        return kernel
+
+    async def _evict(self) -> None:
+        """Shut down the kernels of the oldest idle sessions beyond ``max_kernels``."""
+        limit = max(int(getattr(self.settings, "max_kernels", 8)), 1)
+        live = [h for h in self.handles if h.kernel is not None]
+        for handle in live[: max(len(live) - limit + 1, 0)]:
+            if not handle.running and not handle.busy:
+                await handle._async_shutdown_kernel()
+
+    def remember_model(self, model: Any) -> None:
+        if model not in self._models:
+            self._models.append(model)
+
+    def add(self, handle: "SessionHandle") -> "SessionHandle":
+        handle.id = next(self._ids)
+        self.handles.append(handle)
+        return handle
+
+    def get(self, ident: int) -> "SessionHandle":
+        for handle in self.handles:
+            if handle.id == ident:
+                return handle
+        raise ConfigError(f"There is no session {ident}; `%pyvision kernels` lists them.")
+
+    async def _async_close(self) -> None:
+        for handle in self.handles:
+            if handle.running:
+                handle.session.stop()
+        await asyncio.gather(*(h._async_shutdown_kernel() for h in self.handles),
+                             return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.shutdown()
+            self._pool = None
+        await asyncio.gather(*(m.aclose() for m in self._models), return_exceptions=True)
+
+    def close(self) -> None:
+        """Stop every session, shut down every kernel, stop the loop. Idempotent."""
+        if self.runner.running:
+            self.runner.close(self._async_close())
+
+
+class SessionHandle:
+    """A session of the notebook: answer, status, transcript, kernel, view, forks.
+
+    This is what ``%%pyvision -o NAME`` stores. Its methods may be called from
+    the notebook: :meth:`rerun` and :meth:`fork` block until done.
+    """
+
+    def __init__(self, workspace: Workspace, session: Any, view: Any = None, *,
+                 kernel: Any = None, fork_of: tuple["SessionHandle", int] | None = None) -> None:
+        self.workspace = workspace
+        self.session = session
+        self.view = view
+        #: The child kernel (None once shut down, or for a loaded session until Run).
+        self.kernel = kernel
+        #: ``(parent handle, turn index)`` for a fork.
+        self.fork_of = fork_of
+        self.forks: list[SessionHandle] = []
+        self.id = 0
+        self.running = False
+        self.busy = False
+        #: Called with this handle after each run, rerun or fork ends (static rendering).
+        self.on_change: Callable[[SessionHandle], Any] | None = None
+        self._fresh_kernel_needed = kernel is None
+        if view is not None:
+            view.attach(session)
+            view.on_run(self._run_clicked)
+            view.on_fork(self._fork_clicked)
+            view.on_stop(self.stop)
+
+    # -- what users read -----------------------------------------------------
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.session.transcript
+
+    @property
+    def answer(self) -> str | None:
+        return self.transcript.answer
+
+    @property
+    def status(self) -> str:
+        return self.transcript.status
+
+    @property
+    def root(self) -> "SessionHandle":
+        return self.fork_of[0].root if self.fork_of else self
+
+    def __repr__(self) -> str:
+        answer = f", answer={self.answer!r}" if self.answer is not None else ""
+        return (f"<pyvision session {self.id}: {self.status}, {len(self.transcript.turns)} "
+                f"turn(s){answer}>")
+
+    # -- running ---------------------------------------------------------------
+
+    async def _async_run(self) -> Transcript:
+        self.running = True
+        ticker = asyncio.ensure_future(self._tick())
+        try:
+            return await self.session._async_run()
+        finally:
+            self.running = False
+            ticker.cancel()
+            self._changed()
+
+    async def _tick(self) -> None:
+        while self.view is not None:
+            await asyncio.sleep(1.0)
+            self.view.tick()
+
+    def stop(self) -> None:
+        """Ask the running session to end now (status ``stopped``); safe from any thread."""
+        self.session.stop()
+        for fork in self.forks:
+            if fork.running:
+                fork.stop()
+
+    def _changed(self) -> None:
+        root = self.root
+        if root.on_change is not None:
+            try:
+                root.on_change(root)
+            except Exception as exc:  # the live view matters more than the saved copy
+                self.session.log.debug("static rendering failed: %s", exc)
+
+    async def _ensure_kernel(self, index: int) -> None:
+        """Give the session a kernel whose state comes from the turns before ``index``."""
+        if not self._fresh_kernel_needed and self.kernel is not None:
+            return
+        kernel = await self.workspace.new_kernel()
+        self.kernel = self.session.executor = kernel
+        await kernel.bind_images(self.transcript.images)
+        for turn in self.transcript.turns[:index]:
+            if turn.code and turn.exec_status not in (None, "skipped"):
+                await kernel.execute(turn.code, timeout=self.session.timeout)
+        self._fresh_kernel_needed = False
+
+    async def _async_rerun(self, index: int, code: str) -> Turn:
+        if self.running:
+            raise ConfigError("The session is still running; stop it first.")
+        if not code.strip():
+            raise ConfigError("The code is empty; write some code to run.")
+        self.busy = True
+        try:
+            await self._ensure_kernel(index)
+            return await self.session._async_rerun(index, code)
+        finally:
+            self.busy = False
+            self._changed()
+
+    def rerun(self, index: int, code: str | None = None) -> Turn:
+        """Run ``code`` (default: the turn's own) as turn ``index``, replacing its outputs."""
+        code = self.session._turn(index).code if code is None else code
+        future = self.workspace.runner.submit(self._async_rerun(index, code or ""))
+        return self.workspace.runner.wait(future)
+
+    def _run_clicked(self, index: int, code: str) -> concurrent.futures.Future[Turn]:
+        return self.workspace.runner.submit(self._async_rerun(index, code))
+
+    async def _async_fork(self, index: int, code: str) -> "SessionHandle":
+        from ._session import Session
+        from ._replay import ReplayModel
+
+        if self.running:
+            raise ConfigError("The session is still running; stop it first.")
+        model = self.session.model
+        if isinstance(model, ReplayModel) and model.transcript is self.transcript:
+            # A loaded session: a live model if one is configured, else the recording.
+            live = self.workspace.make_model() if self.workspace.make_model else None
+            model = live or ReplayModel(Transcript.from_dict(self.transcript.to_dict()))
+            self.workspace.remember_model(model)
+        kernel = await self.workspace.new_kernel()
+        child: Session = self.session.fork(index, code, model=model, executor=kernel)
+        view = None
+        if self.view is not None:
+            from .ui import SessionView
+
+            view = SessionView(child.transcript.question, child.transcript.images,
+                               child.transcript.model, title=f"Fork from turn {index + 1}")
+            self.view.add_fork(view)
+        handle = SessionHandle(self.workspace, child, view, kernel=kernel, fork_of=(self, index))
+        self.workspace.add(handle)
+        self.forks.append(handle)
+        await handle._async_run()
+        return handle
+
+    def fork(self, index: int, code: str | None = None) -> "SessionHandle":
+        """Continue from turn ``index`` with ``code``; blocks until the fork ends."""
+        code = self.session._turn(index).code if code is None else code
+        future = self.workspace.runner.submit(self._async_fork(index, code or ""))
+        return self.workspace.runner.wait(future, on_interrupt=self._stop_forks)
+
+    def _stop_forks(self) -> None:
+        for fork in self.forks:
+            fork.stop()
+
+    def _fork_clicked(self, index: int, code: str) -> concurrent.futures.Future["SessionHandle"]:
+        return self.workspace.runner.submit(self._async_fork(index, code))
+
+    # -- kernel ----------------------------------------------------------------
+
+    async def _async_shutdown_kernel(self) -> None:
+        kernel, self.kernel = self.kernel, None
+        self._fresh_kernel_needed = True
+        if kernel is not None:
+            await kernel.shutdown()
+
+    def shutdown_kernel(self) -> None:
+        """Shut the kernel down; a later Run starts a new one and replays earlier turns."""
+        self.workspace.runner.wait(self.workspace.runner.submit(self._async_shutdown_kernel()))
+
+    async def _async_restart_kernel(self) -> None:
+        if self.kernel is None:
+            return
+        await self.kernel.restart()
+        await self.kernel.bind_images(self.transcript.images)
+
+    def restart_kernel(self) -> None:
+        """Restart the kernel: variables from the tools are gone, the images are bound again."""
+        self.workspace.runner.wait(self.workspace.runner.submit(self._async_restart_kernel()))

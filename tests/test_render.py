@@ -1,0 +1,99 @@
+"""The static rendering kept in saved notebooks, and its size."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+
+from pyvision_magic._records import ImageInput, Output, Usage
+from pyvision_magic._render import (compact_transcript, markdown_to_html, prose, render_html,
+                                    render_text, thumbnail)
+from pyvision_magic._transcript import Transcript, Turn
+
+
+def _photo(width: int, height: int, seed: int = 0) -> bytes:
+    """A photo-like PNG: smooth gradients plus sensor noise (hard to compress)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_prose_drops_the_code_and_the_answer_tags():
+    text = "I will **crop**.\n<code>\n```python\nprint(1)\n```\n</code>"
+    assert prose(text, "print(1)") == "I will **crop**."
+    assert prose("Done.\n<answer>3</answer>") == "Done."
+    assert prose("Let me look.\n<co") == "Let me look.", "a tag cut by streaming"
+    assert prose("Here:\n```python\nx = 1\n```", "x = 1") == "Here:"
+
+
+def test_markdown_is_escaped_before_it_is_formatted():
+    out = markdown_to_html("# Title\n**bold** and `x<y`\n\n- a\n- <script>alert(1)</script>\n\n"
+                           "```\n<b>raw</b>\n```")
+    assert "<h3>Title</h3>" in out and "<strong>bold</strong>" in out
+    assert "<code>x&lt;y</code>" in out
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert "&lt;b&gt;raw&lt;/b&gt;" in out
+
+
+def test_thumbnails_are_small_jpegs_or_smaller_pngs():
+    mime, data, w, h = thumbnail(_photo(1200, 900), 320)
+    assert mime == "image/jpeg" and (w, h) == (320, 240) and len(data) < 40_000
+    from PIL import Image
+
+    flat = io.BytesIO()
+    Image.new("RGB", (800, 600), "white").save(flat, format="PNG")
+    mime, data, w, h = thumbnail(flat.getvalue(), 320)
+    assert (w, h) == (320, 240) and len(data) < 2_000
+
+
+def _session(turns: int = 10) -> Transcript:
+    photo = _photo(2000, 1500, seed=99)
+    t = Transcript(question="What is <this>?", model="m",
+                   images=[ImageInput("photo.png", photo, "image/png", 2000, 1500)],
+                   status="answered", answer="**42**", usage=Usage(1, 2, 3))
+    for i in range(turns):
+        out = base64.b64encode(_photo(1024, 1024, seed=i)).decode()
+        t.turns.append(Turn(index=i, text=f"Step {i}.\n<code>\n```python\nprint({i})\n```\n</code>",
+                            code=f"print({i})", exec_status="ok", outputs=[
+                                Output(kind="text", stream="stdout", text=f"{i}\n"),
+                                Output(kind="image", mime="image/png", data=out, width=1024,
+                                       height=1024, variable=f"image_clue_{i + 1}")]))
+    return t
+
+
+def test_a_ten_turn_session_with_an_image_per_turn_saves_under_1_5_mb():
+    t = _session(10)
+    html = render_html(t, uid="abc")
+    meta = compact_transcript(t)
+    size = len(html) + len(json.dumps(meta))
+    assert size < 1_500_000, size
+    assert len(t.to_json()) > 3 * size, "the full transcript is much larger"
+    assert "pyvision-static pyvision-static-abc" in html
+    assert "What is &lt;this&gt;?" in html and "<strong>42</strong>" in html
+    assert html.count("<img ") == 11
+    assert "print" in html and "Turn 10" in html
+    back = Transcript.from_dict(meta)
+    assert back.turns[3].outputs[1].variable == "image_clue_4"
+    assert back.turns[3].outputs[1].width == 512
+    assert back.images[0].width == 1280
+
+
+def test_forks_and_plain_text():
+    t = _session(2)
+    fork = _session(1)
+    fork.answer = "43"
+    html = render_html(t, forks=[(1, fork)])
+    assert "Fork from turn 2" in html and "43" in html
+    assert render_text(t).splitlines() == ["pyvision: What is <this>?",
+                                           "answered after 2 turn(s) with m", "Answer: **42**"]
+    stopped = Transcript(question="q", model="m", status="error", error="endpoint down")
+    assert "No answer" in render_html(stopped) and "endpoint down" in render_html(stopped)
