@@ -73,7 +73,7 @@ async def _bare_kernel_round_trip(kernel, n: int) -> float:
     from jupyter_client.asynchronous import AsyncKernelClient
 
     client = AsyncKernelClient()
-    client.load_connection_info(kernel._km.get_connection_info())
+    client.load_connection_info(kernel._conn.km.get_connection_info())
     client.start_channels()
     try:
         await client.wait_for_ready(timeout=30)

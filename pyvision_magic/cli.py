@@ -72,6 +72,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
         default=60.0,
         help="seconds one tool may run (default: 60)",
     )
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run the tools under bubblewrap: no network, read-only file system but "
+        "the scratch folder (needs the 'bubblewrap' package)",
+    )
     p.add_argument("--save", metavar="PATH", help="write the transcript JSON to PATH")
     p.add_argument(
         "--json", action="store_true", help="print the transcript JSON instead of the answer"
@@ -175,8 +181,6 @@ class ConsoleProgress:
             f"\n── {transcript.status} after {len(transcript.turns)} turns, "
             f"{u.total_tokens} tokens ──\n"
         )
-        if transcript.error:
-            self._write(f"error: {transcript.error}\n")
 
 
 def _make_model(args: argparse.Namespace) -> Any:
@@ -198,7 +202,7 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
     from ._kernel import ChildKernel
     from ._session import Session
 
-    session = Session(question, images, model=model, executor=ChildKernel(),
+    session = Session(question, images, model=model, executor=ChildKernel(sandbox=args.sandbox),
                       max_turns=max_turns, timeout=args.timeout)
     if not args.quiet:
         ConsoleProgress(sys.stderr).attach(session)
@@ -231,6 +235,9 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
 
 
 def _finish(session: Any, transcript: Any, args: argparse.Namespace) -> int:
+    if transcript.error:  # shown even with -q: the user must learn why there is no answer
+        kind = "kernel error" if isinstance(session.error, KernelError) else "model error"
+        sys.stderr.write(f"pyvision: {kind}: {transcript.error}\n")
     if args.save:
         transcript.save(args.save)
         if not args.quiet:

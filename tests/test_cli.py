@@ -140,3 +140,17 @@ def test_bad_input_exits_2_with_one_clear_line(argv_factory, expected, tmp_path,
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "ask" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not __import__("shutil").which("bwrap"), reason="bubblewrap is not installed")
+def test_demo_in_the_sandbox(no_openai_env, capsys):
+    assert main(["demo", "-q", "--sandbox"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "24"
+
+
+def test_sandbox_without_bubblewrap_says_what_to_install(no_openai_env, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on this PATH
+    assert main(["demo", "-q", "--sandbox"]) == 4
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "bubblewrap" in err and "Traceback" not in err
