@@ -30,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -40,7 +41,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds above 0."""
     try:
         value = float(text)
     except ValueError:
@@ -64,11 +66,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
             help="environment variable holding the API key (default: OPENAI_API_KEY)",
         )
         p.add_argument(
-            "--max-turns", type=_positive_int, default=10, help="most model replies (default: 10)"
+            "--max-turns", type=positive_int, default=10, help="most model replies (default: 10)"
         )
     p.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_seconds,
         default=60.0,
         help="seconds one tool may run (default: 60)",
     )

@@ -436,8 +436,8 @@ def _children() -> set[int]:
 
 
 def test_start_stop_cycles_leak_no_processes_or_fds(loop):
-    """50 cycles with PYVISION_KERNEL_CYCLES=50; fewer by default to keep the suite short."""
-    cycles = int(os.environ.get("PYVISION_KERNEL_CYCLES", "8"))
+    """50 start/stop cycles (PYVISION_KERNEL_CYCLES sets another count while developing)."""
+    cycles = int(os.environ.get("PYVISION_KERNEL_CYCLES", "50"))
 
     async def cycle() -> None:
         async with ChildKernel() as child:

@@ -21,28 +21,10 @@ import sys
 from typing import Any
 
 from .._errors import ConfigError
+from ..cli import positive_int as _count
+from ..cli import positive_seconds as _seconds
 
 __all__ = ["add_eval_commands", "Progress"]
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
 
 
 def add_eval_commands(sub: Any) -> None:
