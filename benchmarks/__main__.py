@@ -23,6 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
+from _table import format_rows  # noqa: E402
+
 #: In the order of the figures in the README's performance section.
 BENCHMARKS = [
     "load_time",
@@ -33,17 +35,6 @@ BENCHMARKS = [
     "notebook_size",
     "memory",
 ]
-
-
-def _format(rows: list[dict]) -> str:
-    cols = ["figure", "ours", "baseline", "ratio", "goal"]
-    def cell(value: object) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value if value is not None else "")
-
-    table = [[cell(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
-    line = lambda cells: " | ".join(cell.ljust(w) for cell, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(cols), "-+-".join("-" * w for w in widths), *map(line, table)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             rows.append({"benchmark": name, "figure": f"{name} FAILED: {exc}"})
         print(f"[{name}: {time.perf_counter() - started:.1f} s]", file=sys.stderr)
-    print(_format(rows))
+    print(format_rows(rows))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"quick": args.quick, "python": platform.python_version(), "cpus": os.cpu_count(),

@@ -21,7 +21,6 @@ with 0.2 s of model latency.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -112,16 +111,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer tasks")
-    rows = run(parser.parse_args(argv).quick)
-    print(f"{'figure':52} {'ours':>9} {'baseline':>9} {'ratio':>7}  goal")
-    for row in rows:
-        print(f"{row['figure']:52} {row['ours']:9.3f} {row['baseline']:9.3f} {row['ratio']:7.2f}  {row['goal']}")
-    return 0
-
-
 if __name__ == "__main__":
+    from _table import standalone
+
     os.environ.setdefault("PYVISION_BENCH_KEY", "no-key")
-    raise SystemExit(main())
+    raise SystemExit(standalone(run, __doc__))

@@ -16,7 +16,6 @@ Run ``python benchmarks/image_bytes.py [--quick]``; ``--quick`` uses a 3 MP phot
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 import time
@@ -121,17 +120,7 @@ def run(quick: bool) -> list[dict]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="use a 3 MP photo instead of 12 MP")
-    rows = run(parser.parse_args().quick)
-    print(f"{'figure':62} {'ours':>11} {'baseline':>11} {'ratio':>7}  goal")
-    for row in rows:
-        print(
-            f"{row['figure']:62} {row['ours']:>11} {row['baseline']:>11} "
-            f"{row['ratio']:>7.3f}  {row['goal']}"
-        )
-
-
 if __name__ == "__main__":
-    main()
+    from _table import standalone
+
+    raise SystemExit(standalone(run, __doc__))

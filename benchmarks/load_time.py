@@ -7,7 +7,6 @@ the extension (ours); the medians are reported. Goal: under 50 ms added.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -52,12 +51,7 @@ def run(quick: bool) -> list[dict]:
     }]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for row in run(parser.parse_args().quick):
-        print(row)
-
-
 if __name__ == "__main__":
-    main()
+    from _table import standalone
+
+    raise SystemExit(standalone(run, __doc__))

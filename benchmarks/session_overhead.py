@@ -14,7 +14,6 @@ execute round trip measured in the same run. Goal: at most 2x.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -128,12 +127,7 @@ def run(quick: bool) -> list[dict]:
     return asyncio.run(_measure(quick))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer turns")
-    for row in run(parser.parse_args().quick):
-        print(row)
-
-
 if __name__ == "__main__":
-    main()
+    from _table import standalone
+
+    raise SystemExit(standalone(run, __doc__))
