@@ -10,7 +10,6 @@ against a bare ipykernel started by jupyter_client in the same run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import os
@@ -87,12 +86,7 @@ def run(quick: bool) -> list[dict]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for row in run(parser.parse_args().quick):
-        print(row)
-
-
 if __name__ == "__main__":
-    main()
+    from _table import standalone
+
+    raise SystemExit(standalone(run, __doc__))

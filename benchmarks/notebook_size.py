@@ -12,7 +12,6 @@ embedded the images as the tools made them would. Goal: under 1.5 MB.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -92,12 +91,7 @@ def run(quick: bool) -> list[dict]:
     }]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for row in run(parser.parse_args().quick):
-        print(row)
-
-
 if __name__ == "__main__":
-    main()
+    from _table import standalone
+
+    raise SystemExit(standalone(run, __doc__))
