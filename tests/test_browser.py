@@ -2,7 +2,9 @@
 
 Opens a notebook, runs a ``%%pyvision`` cell against the loopback chat server,
 sees the turn cards stream in, edits the code of a turn, clicks Run and sees the
-new output. On failure a screenshot is saved in the test's temporary directory.
+new output; clicks Copy to cell and reads the new cell back from the saved
+notebook. One JupyterLab serves the whole module. On failure a screenshot is
+saved in the test's temporary directory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import code_reply
+from pyvision_magic.ui._copy import copy_to_cell_script
 
 CHROMIUM = os.environ.get("PYVISION_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,10 +45,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def jupyter_lab(tmp_path):
+@pytest.fixture(scope="module")
+def jupyter_lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 with its own settings; yields (url, token, root)."""
     pytest.importorskip("jupyterlab")
+    tmp_path = tmp_path_factory.mktemp("lab")
     root = tmp_path / "root"
     root.mkdir()
     port, token = _free_port(), secrets.token_hex(16)
@@ -170,6 +174,104 @@ def test_run_a_session_edit_a_turn_and_run_it_again(jupyter_lab, make_chat_serve
             slow.locator("button", has_text="Stop").click()
             slow.locator(".pyvision-noanswer").wait_for(timeout=30_000)
             page.get_by_text("slow session: stopped").wait_for(timeout=30_000)
+        except BaseException:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'failure.png'}")
+            raise
+        finally:
+            browser.close()
+
+
+#: A turn's code with what escaping gets wrong: quotes, backslashes, ``</script>``,
+#: HTML, unicode beyond the BMP, and indentation an editor could redo.
+TRICKY = r'''s = "it's \"quoted\" </script> <b>&amp;</b> C:\\new\\table ünï ✓ 🐍"
+for word in s.split():
+    if word.startswith(("<", "\\")):
+        print(repr(word))
+print(len(s), 'done\t!')'''
+
+
+def _saved_cells(path: Path, count: int, timeout: float = 15.0) -> list[str]:
+    """The sources of the notebook's cells once it has ``count`` of them on disk."""
+    import nbformat
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cells = nbformat.read(str(path), as_version=4).cells
+        except Exception:  # the server may be writing it right now
+            cells = []
+        if len(cells) == count or time.monotonic() > deadline:
+            return [cell.source for cell in cells]
+        time.sleep(0.2)
+
+
+def test_copy_to_cell_inserts_the_turns_code_below_or_says_why_not(
+        jupyter_lab, make_chat_server, image_path, tmp_path):
+    import nbformat
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    url, token, root = jupyter_lab
+
+    def reply(body):
+        if not any(m["role"] == "assistant" for m in body["messages"]):
+            return code_reply(TRICKY)
+        return "Done.\n<answer>ok</answer>"
+
+    server = make_chat_server([], default=reply)
+    image = root / "copy.png"
+    shutil.copy(image_path, image)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    setup = (f"%load_ext pyvision_magic\n%config PyVision.base_url = {server.base_url!r}\n"
+             "%config PyVision.replay_delay = 0.0")
+    nb.cells = [nbformat.v4.new_code_cell(setup),
+                nbformat.v4.new_code_cell(f"%%pyvision -i {image}\nCopy me."),
+                nbformat.v4.new_code_cell("print('the last cell')")]
+    path = root / "copy.ipynb"
+    nbformat.write(nb, str(path))
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1200})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(f"{url}/lab/tree/copy.ipynb?token={token}")
+            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=45_000)
+            page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
+            page.locator(".lm-Menu-itemLabel:text-is('Run All Cells')").click()
+            page.locator(".pyvision-answer").wait_for(timeout=45_000)
+            card = page.locator(".pyvision-card").first
+            assert card.locator("textarea").input_value() == TRICKY
+
+            card.locator("button", has_text="Copy to cell").click()
+            card.get_by_text("Inserted as a new cell below.", exact=True).wait_for(timeout=15_000)
+            page.keyboard.press("Control+s")
+            cells = _saved_cells(path, 4)
+            assert cells == [setup, nb.cells[1].source, TRICKY, "print('the last cell')"]
+            assert not errors
+
+            # Outside a notebook: the code goes to the clipboard, the card says so,
+            # and showing the same widget again (a reload) does not copy again.
+            context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+            plain = context.new_page()
+            plain.on("pageerror", lambda exc: errors.append(str(exc)))
+            bridge = copy_to_cell_script(TRICKY, ".pyvision-message-x")
+            body = ("<div class='pyvision-card'><div class='pyvision-message pyvision-message-x'>"
+                    "<div class='widget-html-content'>waiting</div></div></div>" + bridge)
+            plain.route("http://127.0.0.1:9/plain",
+                        lambda route: route.fulfill(body=body, content_type="text/html"))
+            plain.goto("http://127.0.0.1:9/plain")
+            message = plain.locator(".pyvision-message-x")
+            message.get_by_text("No notebook found", exact=False).wait_for(timeout=5_000)
+            assert "copied to the clipboard" in message.inner_text()
+            assert plain.evaluate("navigator.clipboard.readText()") == TRICKY
+            plain.reload()
+            plain.wait_for_timeout(300)
+            assert message.inner_text() == "waiting"
+            assert not errors
         except BaseException:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             print(f"screenshot: {tmp_path / 'failure.png'}")

@@ -159,7 +159,7 @@ def test_copy_to_cell_puts_the_code_in_a_script_that_cannot_break_out():
     view.show_transcript(t)
     view.cards[0].copy_button.click()
     assert json.dumps("print(3)").replace("\"", "&quot;") in view.bridge.value
-    assert "Inserted as a new cell" in view.cards[0].message.value
+    assert "Sent to the notebook page" in view.cards[0].message.value
 
 
 # -- with real sessions ------------------------------------------------------------

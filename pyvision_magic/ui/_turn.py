@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +87,9 @@ class TurnCard(w.VBox):
                                     layout=w.Layout(width="auto"))
         self.message = w.HTML()
         self.message.add_class("pyvision-message")
+        #: A class only this card's message line has, for scripts in the page.
+        self.message_class = f"pyvision-message-{uuid.uuid4().hex[:12]}"
+        self.message.add_class(self.message_class)
         self.buttons = w.HBox([self.run_button, self.fork_button, self.copy_button,
                                self.message], layout=w.Layout(display="none"))
         self.outputs = w.Output()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import html
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,6 +12,7 @@ import ipywidgets as w
 from .._records import ImageInput
 from .._transcript import Transcript, Turn
 from ._answer import AnswerBox
+from ._copy import copy_to_cell_script
 from ._header import SessionHeader
 from ._styles import style_html
 from ._turn import TurnCard
@@ -21,38 +20,6 @@ from ._turn import TurnCard
 __all__ = ["SessionView", "copy_to_cell_script"]
 
 _BUSY = {"run": "Running…", "fork": "Forking: replaying the earlier turns…"}
-
-
-def copy_to_cell_script(code: str) -> str:
-    """HTML whose inline handler inserts ``code`` as a cell below the one showing it.
-
-    JupyterLab and Notebook 7 expose no API to page scripts, so it drives the
-    notebook as a user would: select the cell, press ``b``, then put the code
-    into the new cell's editor. Classic Notebook has ``Jupyter.notebook``.
-    Elsewhere the code goes to the clipboard.
-    """
-    script = (
-        "(function(el){var code=%s;"
-        "function clip(){try{navigator.clipboard.writeText(code);}catch(e){}}"
-        "try{if(window.Jupyter&&Jupyter.notebook&&Jupyter.notebook.insert_cell_below){"
-        "var c=Jupyter.notebook.insert_cell_below('code');c.set_text(code);return;}}catch(e){}"
-        "var cell=el.closest('.jp-Cell'),nb=cell&&cell.closest('.jp-Notebook');"
-        "if(!nb){clip();return;}"
-        "var prompt=cell.querySelector('.jp-InputPrompt')||cell;"
-        "prompt.dispatchEvent(new MouseEvent('mousedown',{bubbles:true,button:0}));"
-        "prompt.dispatchEvent(new MouseEvent('mouseup',{bubbles:true,button:0}));"
-        "nb.focus();"
-        "nb.dispatchEvent(new KeyboardEvent('keydown',{key:'b',code:'KeyB',keyCode:66,"
-        "which:66,bubbles:true,cancelable:true}));"
-        "var tries=0;(function fill(){var next=cell.nextElementSibling;"
-        "var cm=next&&next.querySelector('.cm-content');"
-        "var v=cm&&cm.cmView&&(cm.cmView.view||(cm.cmView.rootView&&cm.cmView.rootView.view));"
-        "if(v){v.dispatch({changes:{from:0,to:v.state.doc.length,insert:code}});return;}"
-        "if(++tries<40){setTimeout(fill,50);}else{clip();}})();"
-        "})(this)"
-    ) % json.dumps(code)
-    attr = html.escape(script, quote=True)
-    return f'<img src="data:," alt="" style="display:none" data-n="{uuid.uuid4().hex}" onerror="{attr}">'
 
 
 class SessionView(w.VBox):
@@ -201,8 +168,10 @@ class SessionView(w.VBox):
     def _card_action(self, card: TurnCard, name: str) -> None:
         code = card.code.value
         if name == "copy":
-            self.copy_to_cell(code)
-            card.show_message("Inserted as a new cell below (or copied to the clipboard).")
+            # The page overwrites this line with the outcome, if it runs scripts.
+            card.show_message("Sent to the notebook page: it inserts a new cell below, or copies "
+                              "the code to the clipboard.")
+            self.copy_to_cell(code, card)
             return
         handler = self._handlers.get(name)
         if handler is None:
@@ -216,9 +185,13 @@ class SessionView(w.VBox):
         card.last_action = future  # type: ignore[attr-defined]
         future.add_done_callback(lambda f: _action_done(card, name, f))
 
-    def copy_to_cell(self, code: str) -> None:
-        """Insert ``code`` as a new cell below this output, in the browser."""
-        self.bridge.value = copy_to_cell_script(code)
+    def copy_to_cell(self, code: str, card: TurnCard | None = None) -> None:
+        """Insert ``code`` as a new cell below this output, in the browser.
+
+        The page says on ``card``'s message line whether it worked.
+        """
+        target = f".{card.message_class}" if card is not None else ""
+        self.bridge.value = copy_to_cell_script(code, target)
 
 
 def _action_done(card: TurnCard, name: str, future: concurrent.futures.Future) -> None:
