@@ -13,8 +13,8 @@ Rows
 - ``tasks/s at concurrency N``: rate from the start of the run (kernel start-up
   included) against the sequential rate (concurrency 1). Goal at 16: >= 12x.
 - ``tasks/s at concurrency N, kernels ready``: the same after the first task
-  finished, i.e. without the one-off start of N kernels (about 1.5 s of CPU
-  each, so 16 of them take ~12 s on 2 cores).
+  finished, i.e. without the one-off start of N kernels (about 0.7 s of CPU
+  each, plus numpy's import on the first tool, on 2 cores).
 ``--quick`` (a smoke test, a few seconds) runs 3 tasks at concurrency 1 and 8 at 4,
 with 0.2 s of model latency.
 """

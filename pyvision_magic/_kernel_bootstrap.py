@@ -9,7 +9,13 @@ effect besides defining functions.
 What it sets up, and why:
 
 - ``np``, ``cv2``, ``Image``, ``plt`` in the user namespace, so tools can start
-  at once.
+  at once. Only ``Image`` is imported at start: the others are
+  :class:`LazyModule` stand-ins that import on first use and then put the real
+  module in their place, since importing numpy, OpenCV and pyplot would cost
+  more CPU than the kernel itself.
+- The display patches of OpenCV and pyplot are applied by :class:`PatchOnImport`
+  right after the module is first executed, however it gets imported (a
+  stand-in, the tool's own ``import``, another library importing it).
 - Every image a tool shows (``plt.show()``, figures left open, ``display(fig)``,
   ``Image.show()``, ``cv2.imshow()``, a PIL image or figure as the last
   expression) is shrunk to the pixel budget *before* encoding, bound as the next
@@ -21,6 +27,8 @@ What it sets up, and why:
 from __future__ import annotations
 
 import base64
+import importlib
+import importlib.util
 import io
 import json
 import math
@@ -29,8 +37,11 @@ import sys
 #: Set by :func:`install`; see the parent's ``ChildKernel`` traits.
 CONFIG: dict = {"max_image_pixels": 1024 * 1024, "max_images": 8}
 
-#: Per-kernel counters: the next ``image_clue_N`` index and this execution's images.
-STATE: dict = {"next_index": 0, "shown": 0, "dropped": 0, "displayed_figures": set()}
+#: Per-kernel counters: the next ``image_clue_N`` index and this execution's images;
+#: and the modules of :data:`PATCHES` already patched.
+STATE: dict = {
+    "next_index": 0, "shown": 0, "dropped": 0, "displayed_figures": set(), "patched": set()
+}
 
 BACKEND_MODULE = "_pyvision_mpl_backend"
 PR_SET_CHILD_SUBREAPER = 36
@@ -203,39 +214,180 @@ def _cv2_to_pil(array):
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def _patch_viewers(namespace: dict) -> None:
-    """Route PIL's and OpenCV's window functions to the notebook display."""
+def _patch_pil(shell) -> None:
+    """Route PIL's ``show`` and displayed PIL images to the notebook display."""
+    from PIL import Image
+
+    def show(self, title=None, **kwargs):
+        publish_image(self)
+
+    Image.Image.show = show
+    shell.display_formatter.formatters["image/png"].for_type(Image.Image, _format_pil)
+    # PIL also offers JPEG; sending both would show every image twice.
+    shell.display_formatter.formatters["image/jpeg"].for_type(Image.Image, lambda image: None)
+
+
+def _patch_cv2(cv2) -> None:
+    """Route OpenCV's window functions to the notebook display."""
+
+    def imshow(winname, mat):
+        publish_image(_cv2_to_pil(mat))
+
+    cv2.imshow = imshow
+    cv2.waitKey = lambda *args, **kwargs: -1
+    cv2.pollKey = lambda *args, **kwargs: -1
+    cv2.namedWindow = lambda *args, **kwargs: None
+    cv2.destroyWindow = lambda *args, **kwargs: None
+    cv2.destroyAllWindows = lambda *args, **kwargs: None
+
+
+def _patch_pyplot(pyplot) -> None:
+    """Make ``plt.show()`` publish figures, unless the tool chose a backend first."""
+    import os
+
+    import matplotlib
+
+    _make_backend()
     try:
-        from PIL import Image
+        chosen = matplotlib.rcParams._get_backend_or_none()
+    except AttributeError:  # older matplotlib
+        chosen = dict.__getitem__(matplotlib.rcParams, "backend")
+        chosen = chosen if isinstance(chosen, str) else None
+    # The kernel's MPLBACKEND (or none) is ours to replace; `matplotlib.use("agg")`
+    # before the import is the tool's choice, as it is after the import.
+    if chosen is None or chosen.lower() == os.environ.get("MPLBACKEND", "").lower():
+        pyplot.switch_backend("module://" + BACKEND_MODULE)
 
-        def show(self, title=None, **kwargs):
-            publish_image(self)
 
-        Image.Image.show = show
-        shell = _shell()
-        png = shell.display_formatter.formatters["image/png"]
-        png.for_type(Image.Image, _format_pil)
-        # PIL also offers JPEG; sending both would show every image twice.
-        shell.display_formatter.formatters["image/jpeg"].for_type(Image.Image, lambda image: None)
-    except ImportError:
-        pass
+#: Patches applied right after a module is first executed, by module name.
+PATCHES = {"cv2": _patch_cv2, "matplotlib.pyplot": _patch_pyplot}
+
+#: Names in the user namespace bound to :class:`LazyModule`, and their modules.
+LAZY_NAMES = {"np": "numpy", "cv2": "cv2", "plt": "matplotlib.pyplot"}
+
+
+def _patch(name: str, module) -> None:
     try:
-        import cv2
+        PATCHES[name](module)
+    except Exception as exc:  # the module still works, it just displays nothing
+        print(f"[pyvision] could not set up display for {name}: {exc!r}", file=sys.stderr)
+    # Left unmarked when interrupted, so the next cell's patch_missed tries again.
+    STATE["patched"].add(name)
 
-        def imshow(winname, mat):
-            publish_image(_cv2_to_pil(mat))
 
-        cv2.imshow = imshow
-        cv2.waitKey = lambda *args, **kwargs: -1
-        cv2.pollKey = lambda *args, **kwargs: -1
-        cv2.namedWindow = lambda *args, **kwargs: None
-        cv2.destroyWindow = lambda *args, **kwargs: None
-        cv2.destroyAllWindows = lambda *args, **kwargs: None
-    except ImportError:
-        pass
+class _PatchingLoader:
+    """Runs the real loader, then the module's patch; otherwise the real loader."""
+
+    def __init__(self, loader, finder: "PatchOnImport", name: str) -> None:
+        self.loader, self.finder, self.name = loader, finder, name
+
+    def __getattr__(self, attr):
+        return getattr(self.loader, attr)
+
+    def exec_module(self, module) -> None:
+        # The module and its spec keep the real loader (inspect, importlib.resources).
+        module.__loader__ = self.loader
+        if getattr(module, "__spec__", None) is not None:
+            module.__spec__.loader = self.loader
+        self.finder.busy.add(self.name)
+        try:
+            self.loader.exec_module(module)
+        finally:
+            self.finder.busy.discard(self.name)
+        # cv2's __init__ swaps entries in sys.modules while it loads; patch what stays.
+        _patch(self.name, sys.modules.get(self.name, module))
+
+
+class PatchOnImport:
+    """A ``sys.meta_path`` finder that applies :data:`PATCHES` when a module is loaded.
+
+    It finds nothing itself: it asks the finders after it and wraps the loader
+    they return, so the patch runs before the importer sees the module. A
+    module imported while it is being loaded (cv2 imports its native self
+    under the same name) is left to the other finders.
+    """
+
+    def __init__(self) -> None:
+        self.busy: set = set()
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in PATCHES or fullname in self.busy:
+            return None
+        self.busy.add(fullname)
+        try:
+            for finder in sys.meta_path:
+                find = getattr(finder, "find_spec", None) if finder is not self else None
+                spec = find(fullname, path, target) if find is not None else None
+                if spec is not None:
+                    break
+            else:
+                return None
+        finally:
+            self.busy.discard(fullname)
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _PatchingLoader(spec.loader, self, fullname)
+        return spec
+
+    @staticmethod
+    def patch_missed() -> None:
+        """Patch modules that were loaded without passing through here."""
+        for name in PATCHES:
+            if name not in STATE["patched"] and name in sys.modules:
+                _patch(name, sys.modules[name])
+
+
+def _load(proxy):
+    module = object.__getattribute__(proxy, "_module")
+    if module is None:
+        module = importlib.import_module(object.__getattribute__(proxy, "_name"))
+        object.__setattr__(proxy, "_module", module)
+    # Every time, not only the first: the stand-in may be put back (the eval's reset
+    # restores the namespace as it was after start).
+    namespace = _shell().user_ns
+    bound_as = object.__getattribute__(proxy, "_bound_as")
+    if namespace.get(bound_as) is proxy:
+        namespace[bound_as] = module
+    return module
+
+
+class LazyModule:
+    """Stands in for a module until it is used, then imports it and steps aside.
+
+    Any attribute access imports the module and rebinds ``bound_as`` in the user
+    namespace to it (unless the tool rebound the name), so later code sees the
+    module itself; copies of the stand-in keep forwarding to it.
+    """
+
+    __slots__ = ("_name", "_bound_as", "_module")
+
+    def __init__(self, name: str, bound_as: str) -> None:
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_bound_as", bound_as)
+        object.__setattr__(self, "_module", None)
+
+    def __getattribute__(self, attr):
+        if attr in ("__reduce_ex__", "__reduce__"):  # pickled (cloudpickle, copy) by name
+            return object.__getattribute__(self, attr)
+        return getattr(_load(self), attr)
+
+    def __reduce__(self):
+        return importlib.import_module, (object.__getattribute__(self, "_name"),)
+
+    def __setattr__(self, attr, value) -> None:
+        setattr(_load(self), attr, value)
+
+    def __delattr__(self, attr) -> None:
+        delattr(_load(self), attr)
+
+    def __dir__(self):
+        return dir(_load(self))
+
+    def __repr__(self) -> str:
+        return repr(_load(self))
 
 
 def _before_cell(info=None) -> None:
+    PatchOnImport.patch_missed()
     STATE["shown"] = 0
     STATE["dropped"] = 0
     STATE["displayed_figures"] = set()
@@ -295,29 +447,24 @@ def install(config: dict) -> None:
     _become_subreaper()
     shell = _shell()
     namespace = shell.user_ns
-    for statement in (
-        "import numpy as np",
-        "import cv2",
-        "from PIL import Image",
-        "import matplotlib.pyplot as plt",
-    ):
-        try:
-            exec(statement, namespace)
-        except ImportError:
-            pass
-    if "plt" in namespace:
-        import matplotlib
-        import matplotlib.figure
-
-        _make_backend()
-        matplotlib.pyplot.switch_backend("module://" + BACKEND_MODULE)
-        shell.display_formatter.formatters["image/png"].for_type(
-            matplotlib.figure.Figure, _format_figure
-        )
-    _patch_viewers(namespace)
+    sys.meta_path.insert(0, PatchOnImport())
+    for bound_as, name in LAZY_NAMES.items():
+        # Only the top package is looked for: finding a submodule imports its parent.
+        if importlib.util.find_spec(name.partition(".")[0]) is not None:
+            namespace[bound_as] = LazyModule(name, bound_as)
+    # By name, so matplotlib is not imported for it.
+    shell.display_formatter.formatters["image/png"].for_type_by_name(
+        "matplotlib.figure", "Figure", _format_figure
+    )
+    try:
+        exec("from PIL import Image", namespace)  # cheap, and bind_inputs needs it anyway
+        _patch_pil(shell)
+    except ImportError:
+        pass
     shell.events.register("pre_run_cell", _before_cell)
     shell.events.register("post_run_cell", _after_cell)
-    # Limits go last: imports above reserve address space the limit must allow for.
+    # The stand-ins import later, under the limits: numpy, cv2 and pyplot take ~0.5 GB
+    # of address space, well within the default 8 GiB.
     _set_limits(config)
 
 

@@ -143,6 +143,10 @@ class OutputCollector:
                 index += 1
 
     def outputs(self) -> list[Output]:
+        if self.cut is not None:
+            # While collecting, the tail is trimmed only at twice its budget (so
+            # 10^5 small prints stay cheap); trim it to the budget once at the end.
+            self._trim_tail()
         items = [item for item in self.items if item.kind != "text" or item.text]
         if self.dropped_chars and self.cut is not None:
             before = self.items[: self.cut]

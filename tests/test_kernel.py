@@ -230,6 +230,74 @@ def test_collected_cap_handles_images_between_text():
     assert sum(o.kind == "image" for o in outputs) == 1
 
 
+# -- lazy preloads: np, cv2 and plt are imported on first use ----------------------
+
+
+@pytest.fixture
+def fresh(loop: _LoopThread) -> Iterator[ChildKernel]:
+    """A kernel of its own, in the state right after start."""
+    child = ChildKernel(timeout=30.0)
+    loop.run(child.start())
+    yield child
+    loop.run(child.shutdown())
+
+
+BLUE_BGR = "np.zeros((20, 30, 3), np.uint8) + np.array([255, 0, 0], np.uint8)"
+
+
+def is_blue(output: Any) -> bool:
+    with Image.open(io.BytesIO(base64.b64decode(output.data))) as image:
+        return image.convert("RGB").getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_preloads_are_imported_on_first_use_then_replaced(loop, fresh):
+    loop.run(fresh.bind_images([png_input()]))
+    heavy = "[m for m in ('numpy', 'matplotlib', 'cv2') if m in sys.modules]"
+    start = run(loop, fresh, f"import sys\nprint({heavy}, type(plt).__name__ == 'module')")
+    assert text_of(start) == "[] False\n"
+    shown = run(loop, fresh, "plt.figure(); plt.plot([1, 2]); plt.show()\n"
+                f"cv2.imshow('w', {BLUE_BGR})\n"
+                "print(type(plt).__name__, type(cv2).__name__, type(np).__name__, plt.get_backend())")
+    assert shown.status == "ok", text_of(shown)
+    assert text_of(shown) == "module module module module://_pyvision_mpl_backend\n"
+    figure, bgr = images_of(shown)
+    assert is_blue(bgr) and (figure.variable, bgr.variable) == ("image_clue_1", "image_clue_2")
+
+
+def test_imports_written_by_the_tool_are_patched_in_the_same_cell(loop, fresh):
+    code = ("import matplotlib.pyplot as plt2\nplt2.plot([0, 1]); plt2.show()\n"
+            "import cv2 as c\nimport numpy as np\n"
+            f"c.imshow('w', {BLUE_BGR}); c.waitKey(0); c.destroyAllWindows()\n"
+            "print(type(plt).__name__ == 'module', plt.figure is plt2.figure)")
+    result = run(loop, fresh, code)
+    assert result.status == "ok", text_of(result)
+    figure, bgr = images_of(result)
+    assert is_blue(bgr) and figure.width > 100
+    # The stand-in was untouched until the last line, and then gave the same module.
+    assert text_of(result) == "False True\n"
+
+
+def test_modules_imported_by_other_code_are_patched(loop, fresh):
+    # A Figure made without pyplot is displayed without importing pyplot.
+    alone = run(loop, fresh, "import matplotlib.figure, sys\nfig = matplotlib.figure.Figure(figsize=(2, 2))\n"
+                "fig.add_subplot().plot([1, 2]); display(fig)\nprint('matplotlib.pyplot' in sys.modules)")
+    assert alone.status == "ok" and len(images_of(alone)) == 1, text_of(alone)
+    assert text_of(alone) == "False\n"
+    helper = "import matplotlib.pyplot as p\ndef draw():\n    p.plot([1, 2]); p.show()\n"
+    result = run(loop, fresh, f"open('helper.py', 'w').write({helper!r})\nimport helper\nhelper.draw()\n"
+                 "print('shown', len(helper.p.get_fignums()))")
+    assert result.status == "ok", text_of(result)
+    assert len(images_of(result)) == 1 and text_of(result) == "shown 0\n"
+
+
+def test_backend_chosen_before_the_import_is_kept(loop, fresh):
+    code = ("import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as p\n"
+            "print(p.get_backend())\n_ = p.plot([1, 2])")
+    result = run(loop, fresh, code)
+    # As when the tool switches after the import: the figure left open is still shown.
+    assert text_of(result) == "agg\n" and len(images_of(result)) == 1
+
+
 # -- timeouts and deaths ---------------------------------------------------------
 
 
