@@ -58,6 +58,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from typing import Any
 
 from jupyter_client import AsyncKernelManager
@@ -115,6 +116,34 @@ async def check_bwrap(bwrap_path: str) -> str:
     return resolved
 
 
+#: Directories replaced by empty in-memory ones inside the sandbox.
+_MASKED = ("/tmp", "/run")
+
+
+def interpreter_paths() -> list[str]:
+    """Paths the kernel's Python needs that the masked directories would hide.
+
+    A virtual environment or a checkout installed in editable mode may live under
+    /tmp (CI clones do); without these read-only binds the kernel could not even
+    start inside the sandbox.
+    """
+    candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix,
+                  os.path.dirname(sys.executable), *sys.path,
+                  *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    found: list[str] = []
+    for path in candidates:
+        if not path or not os.path.isabs(path) or not os.path.exists(path):
+            continue
+        for real in {os.path.abspath(path), os.path.realpath(path)}:
+            hidden = any(real == d or real.startswith(d + os.sep) for d in _MASKED)
+            if hidden and real not in found:
+                found.append(real)
+    # A parent bound first keeps the children visible; drop the redundant ones.
+    found.sort(key=len)
+    return [p for i, p in enumerate(found)
+            if not any(p.startswith(q + os.sep) for q in found[:i])]
+
+
 def _namespace_args() -> list[str]:
     return ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
             "--cap-drop", "ALL"]
@@ -135,8 +164,10 @@ def bwrap_argv(bwrap: str, *, writable: list[str], workdir: str) -> list[str]:
         The kernel's working directory.
     """
     argv = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc",
-            "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]
+            "--dev", "/dev", *[arg for d in _MASKED for arg in ("--tmpfs", d)]]
     # Binds come after the tmpfs mounts: the directories usually live under /tmp.
+    for path in interpreter_paths():
+        argv += ["--ro-bind", path, path]
     for path in writable:
         real = os.path.realpath(path)
         argv += ["--bind", real, real]

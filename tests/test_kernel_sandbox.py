@@ -205,3 +205,27 @@ def test_bwrap_without_namespaces_fails_with_advice(loop, tmp_path):
     with pytest.raises(KernelStartError, match="No permissions to create new namespace.*user namespaces"):
         loop.run(child.start(), timeout=5)
     loop.run(child.shutdown())
+
+
+def test_python_paths_under_tmp_stay_visible_in_the_sandbox(loop, tmp_path, monkeypatch):
+    # A virtualenv or an editable checkout may live under /tmp, which the sandbox
+    # replaces with an empty tmpfs: such paths are bound back read-only.
+    from pyvision_magic._kernel_sandbox import interpreter_paths
+
+    modules = tmp_path / "mods"
+    modules.mkdir()
+    (modules / "pyvision_probe_module.py").write_text("ANSWER = 42\n")
+    monkeypatch.setenv("PYTHONPATH", str(modules))
+    assert str(modules.resolve()) in interpreter_paths() or any(
+        str(modules.resolve()).startswith(p + os.sep) for p in interpreter_paths())
+
+    async def scenario():
+        async with ChildKernel(sandbox=True) as kernel:
+            return await kernel.execute(
+                "import pyvision_probe_module\nprint(pyvision_probe_module.ANSWER)\n"
+                f"open({str(modules / 'x.txt')!r}, 'w')")
+
+    result = loop.run(scenario())
+    assert text_of(result).startswith("42")
+    assert result.status == "error", "bound back read-only, not writable"
+    assert not (modules / "x.txt").exists()
