@@ -185,7 +185,8 @@ class ConsoleProgress:
         )
 
 
-def _make_model(args: argparse.Namespace) -> Any:
+def make_model(args: argparse.Namespace) -> Any:
+    """The OpenAIModel the options ask for; ConfigError now if it cannot work."""
     from ._model import OpenAIModel
 
     kwargs: dict[str, Any] = {"api_key_env": args.api_key_env}
@@ -261,7 +262,7 @@ async def _ask(args: argparse.Namespace) -> int:
     if not args.question.strip():
         raise ConfigError("The question is empty: write what you want to know about the image.")
     images = [load_image(path) for path in args.image]
-    model = _make_model(args)
+    model = make_model(args)
     session, transcript = await _run_session(args.question, images, model, args, args.max_turns)
     return _finish(session, transcript, args)
 
@@ -293,7 +294,7 @@ async def _demo(args: argparse.Namespace) -> int:
             args.transcript = str(path)
             return await _replay(args, path)
         saved = Transcript.load(path)
-    model = _make_model(args)
+    model = make_model(args)
     session, transcript = await _run_session(saved.question, saved.images, model, args, args.max_turns)
     return _finish(session, transcript, args)
 

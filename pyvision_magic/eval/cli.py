@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from .._errors import ConfigError
+from ..cli import make_model
 from ..cli import positive_int as _count
 from ..cli import positive_seconds as _seconds
 
@@ -155,20 +156,6 @@ class Progress:
             self.stream.write("\n")
 
 
-def _make_model(args: argparse.Namespace) -> Any:
-    from .._model import OpenAIModel
-
-    kwargs: dict[str, Any] = {"api_key_env": args.api_key_env}
-    name = args.model or os.environ.get("PYVISION_MODEL")
-    if name:
-        kwargs["model"] = name
-    if args.base_url:
-        kwargs["base_url"] = args.base_url
-    model = OpenAIModel(**kwargs)
-    model.check()
-    return model
-
-
 async def _eval(args: argparse.Namespace) -> int:
     from .report import write_report
     from .runner import EvalRunner
@@ -176,7 +163,7 @@ async def _eval(args: argparse.Namespace) -> int:
 
     tasks = load_tasks(args.tasks)
     modes = ["baseline"] if args.baseline_only else ["tools"] + (["baseline"] if args.baseline else [])
-    model = _make_model(args)
+    model = make_model(args)
     runner = EvalRunner(
         tasks, model, args.out, modes=modes, progress=None if args.quiet else Progress(),
         concurrency=args.concurrency, max_turns=args.max_turns, tool_timeout=args.tool_timeout,
