@@ -171,9 +171,8 @@ class PyVisionMagics(Magics):
             from ._line_magic import run_line_magic
 
             return run_line_magic(self, line)
-        # IPython expands $names in a magic's line before calling it; the async
-        # path bypasses run_cell_magic, so expand here (the question is never expanded).
-        run = self._start_cell(self.shell.var_expand(line, depth=0), cell)
+        # run_cell_magic has already expanded $names in the line.
+        run = self._start_cell(line, cell)
         if run is None:
             return None
         handle, args = run

@@ -264,3 +264,17 @@ def test_unload_shuts_the_kernels_down(no_openai_env, make_chat_server, image_pa
     unload_ipython_extension(ip)
     assert not kernel.is_ready
     assert "pyvision" not in ip.magics_manager.magics["cell"]
+
+
+def test_the_line_is_expanded_once(shell, tmp_path):
+    # "$$" is IPython's escape for a literal "$"; expanding twice would turn the
+    # resulting "$b" into the value of b.
+    from importlib import resources
+
+    shipped = resources.files("pyvision_magic") / "data" / "coins_session.json"
+    shell.user_ns["b"] = "WRONG"
+    try:
+        shell.run_cell_magic("pyvision", f"--replay {shipped} --save {tmp_path}/a$$b-1.json", "q")
+    finally:
+        shell.user_ns.pop("b", None)
+    assert [p.name for p in tmp_path.glob("*.json")] == ["a$b-1.json"]
