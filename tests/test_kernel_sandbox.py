@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_kernel import _LoopThread, images_of, png_input, process_gone, text_of
+from test_kernel import _LoopThread, images_of, loop, png_input, process_gone, text_of  # noqa: F401
 
 from pyvision_magic._errors import KernelStartError
 from pyvision_magic._kernel import ChildKernel
@@ -27,13 +27,6 @@ needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None,
     reason="bubblewrap is not installed (Debian package `bubblewrap`; CI installs it)",
 )
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[_LoopThread]:
-    runner = _LoopThread()
-    yield runner
-    runner.close()
 
 
 @pytest.fixture(scope="module")
