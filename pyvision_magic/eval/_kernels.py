@@ -31,24 +31,22 @@ del __b"""
 # Run between tasks: back to the snapshot.
 _RESET = """\
 def __pyvision_eval_reset():
-    import builtins, gc, os
+    import builtins, gc, os, sys
     shell = get_ipython()
     ns = shell.user_ns
-    try:
-        shell.displayhook.flush()
-    except Exception:
-        pass
     fresh = builtins.__pyvision_eval_fresh__
     for name in [name for name in ns if name not in fresh]:
         del ns[name]
     ns.update(fresh)
-    import sys
     # Close figures only if a tool used pyplot: importing it here would undo the
     # kernel's lazy start-up for every task.
     if 'matplotlib.pyplot' in sys.modules:
         sys.modules['matplotlib.pyplot'].close('all')
     os.chdir(builtins.__pyvision_eval_cwd__)
-    gc.collect()
+    try:
+        shell.displayhook.flush()  # drops the output cache, then collects garbage
+    except Exception:
+        gc.collect()
 __pyvision_eval_reset()"""
 
 
