@@ -22,6 +22,7 @@ from traitlets.config import LoggingConfigurable
 from ._errors import ImageInputError, KernelError, KernelStartError
 from ._executor import Executor
 from ._kernel_connection import KernelConnection
+from ._kernel_forkserver import fork_supported
 from ._kernel_interpreter import (
     NOTABLE_LIBRARIES,
     describe_interpreter,
@@ -119,6 +120,13 @@ class ChildKernel(Executor, LoggingConfigurable):
         "more raises OSError. None means no limit.",
     ).tag(config=True)
 
+    fork = Bool(
+        True,
+        help="Fork kernels from a template process that has ipykernel, numpy and PIL "
+        "imported (about 0.07 s of CPU per kernel instead of 0.7 s). Used on Linux for "
+        "kernels of this interpreter outside the sandbox; elsewhere, or if the template "
+        "fails, kernels are launched the usual way.",
+    ).tag(config=True)
     sandbox = Bool(
         False,
         help="Run the kernel inside a bubblewrap sandbox (Linux): no network, a read-only "
@@ -165,6 +173,12 @@ class ChildKernel(Executor, LoggingConfigurable):
     def scratch_path(self) -> Path | None:
         """The kernel's working directory, once started."""
         return Path(self._workspace.scratch) if self._workspace else None
+
+    @property
+    def forked(self) -> bool:
+        """Whether kernel processes are forked from a template (see :attr:`fork`)."""
+        return bool(self.fork and self.kernel_name is None and not self.sandbox
+                    and fork_supported())
 
     @property
     def is_ready(self) -> bool:
@@ -255,6 +269,7 @@ class ChildKernel(Executor, LoggingConfigurable):
             command_prefix=command_prefix,
             stopped=lambda: self._state is _State.CLOSED,
             log=self.log,
+            fork=self.forked,
         )
         self._interpreter = self._conn.interpreter or self._interpreter
 

@@ -28,6 +28,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from . import _kernel_bootstrap
 from ._errors import KernelError, KernelStartError
 from ._kernel_env import MARKER_VARIABLE, kernel_tree, kill_processes
+from ._kernel_forkserver import ForkedProvisioner
 from ._kernel_output import OutputCollector, collect_message
 from ._kernel_sandbox import SandboxKernelManager, sandboxed_kernel_pid
 
@@ -139,11 +140,13 @@ class KernelConnection:
         command_prefix: list[str],
         stopped: Callable[[], bool],
         log: logging.Logger,
+        fork: bool = False,
     ) -> "KernelConnection":
         """Start a kernel, connect to it and run the bootstrap.
 
         ``base`` is the path prefix of its connection file, sockets and log;
-        ``command_prefix`` wraps its command (the sandbox), empty for none.
+        ``command_prefix`` wraps its command (the sandbox), empty for none;
+        ``fork`` forks it from a template process (see :mod:`._kernel_forkserver`).
 
         Raises
         ------
@@ -159,6 +162,11 @@ class KernelConnection:
             connection_file=base + ".json",
             command_prefix=command_prefix,
         )
+        if fork:
+            km.kernel_id = str(uuid.uuid4())
+            km.provisioner = ForkedProvisioner(
+                kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km
+            )
         connection = cls(km, marker, stopped, log)
         try:
             await connection._start(kernel_name, base, cwd, {**env, MARKER_VARIABLE: marker},
@@ -200,13 +208,11 @@ class KernelConnection:
             ) from exc
         self.client = self.km.client()
         self.client.start_channels()
-        try:
-            await self.client.wait_for_ready(timeout=startup_timeout)
-        except RuntimeError as exc:
+        if not await self._wait_ready(time.monotonic() + startup_timeout):
             raise KernelStartError(
                 f"The child kernel did not become ready within {startup_timeout:g} s; "
                 f"its log is {base}.log."
-            ) from exc
+            )
         if self.sandboxed:
             self._kernel_pid = sandboxed_kernel_pid(self.km.provisioner.pid)  # type: ignore[union-attr]
         reply = await self.silent(
@@ -223,6 +229,29 @@ class KernelConnection:
             self.interpreter = _expression_value(reply, "interpreter")
         except KernelError as exc:  # only informative: the kernel works without it
             self._log.debug("kernel interpreter unknown: %s", exc)
+
+    async def _wait_ready(self, deadline: float) -> bool:
+        """Wait until the kernel answers on the shell channel and reaches us on iopub.
+
+        Like ``wait_for_ready`` but without its 0.2 s of silence at the end: output
+        is matched to its request anyway, so stray start-up messages do no harm.
+        A request sent before the kernel listens waits in zmq's queue; an iopub
+        subscription made too late misses the status messages, and then the
+        request is sent again.
+        """
+        while time.monotonic() < deadline and not self._stopped():
+            msg_id = self.client.kernel_info()
+            wait_until = min(deadline, time.monotonic() + 1.0)
+            if await self.reply(msg_id, wait_until) is not None:
+                # The kernel publishes busy and idle for the request it just answered.
+                try:
+                    await self.client.get_iopub_msg(timeout=0.25)
+                    return True
+                except queue.Empty:
+                    continue
+            if not await self.km.is_alive():
+                return False
+        return False
 
     @property
     def pid(self) -> int | None:

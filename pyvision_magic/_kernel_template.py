@@ -1,0 +1,229 @@
+"""The template process that forks ready-made kernels (runs in the child, not here).
+
+Starting ipykernel costs about 0.7 s of CPU, nearly all of it imports. This
+program imports ipykernel, IPython, numpy and PIL once, then waits; each
+request makes it fork, and the forked copy becomes a kernel at once, about
+0.07 s of CPU later. :mod:`._kernel_forkserver` starts it and talks to it.
+
+It is run as ``python -c <this file's text> FD``: FD is its end of a
+``SOCK_SEQPACKET`` socket pair, one JSON object per packet.
+
+- Request ``{"id", "argv", "cwd", "env"}`` with three file descriptors (the
+  kernel's stdin, stdout and stderr) attached: fork a kernel that runs
+  ``ipykernel_launcher argv``; reply ``{"id", "pid"}`` or ``{"id", "error"}``.
+- Unasked ``{"exited": pid, "code": n}`` when a kernel ends (``-n``: signal ``n``).
+  The template is a subreaper: what a dead kernel left running is re-parented
+  to it, and it kills those at once.
+- An empty read (the parent is gone) ends the template; its kernels notice that
+  their parent changed and quit within a second (ipykernel's parent poller).
+
+Nothing here may start a thread or a zmq context before forking. The template's
+environment is already the kernels' (allowlisted, no secrets), so its memory,
+which every kernel inherits, holds nothing the kernels should not see.
+"""
+
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+
+#: Imported before the first fork; a freshly started kernel has all of these.
+PRELOAD = (
+    "ipykernel.kernelapp",
+    "ipykernel.ipkernel",
+    "ipykernel.zmqshell",
+    "ipykernel.debugger",
+    "IPython.core.completer",
+    "jedi",
+    "numpy",
+    "PIL.Image",
+)
+
+
+#: What ``sys.argv[0]`` is in a launched kernel.
+_LAUNCHER = "ipykernel_launcher.py"
+
+
+def _preload() -> None:
+    global _LAUNCHER
+    # ipykernel_launcher drops the "" that ``-c`` puts first; IPython adds it back.
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]
+    for name in PRELOAD:
+        try:
+            __import__(name)
+        except Exception as exc:  # noqa: BLE001 - a missing extra only costs speed
+            print(f"[pyvision template] could not preload {name}: {exc!r}", file=sys.stderr)
+    import importlib.util
+
+    spec = importlib.util.find_spec("ipykernel_launcher")
+    if spec is not None and spec.origin:
+        _LAUNCHER = spec.origin
+
+
+def _exit_code(status: int) -> int:
+    return os.waitstatus_to_exitcode(status)
+
+
+def _become_kernel(request: dict, fds: list, template_fds: list) -> int:
+    """In the forked child: turn into the kernel; returns its exit code."""
+    for fd in template_fds:
+        os.close(fd)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.setsid()  # its own process group, as jupyter_client gives a launched kernel
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    sys.stdin = os.fdopen(0, "r", closefd=False)
+    os.chdir(request["cwd"])
+    env = dict(request["env"])
+    # ipykernel quits once its parent changes; its parent is this template. (The
+    # trait's default was read from the environment when the template imported it.)
+    env["JPY_PARENT_PID"] = str(os.getppid())
+    argv = [*request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"]
+    os.environ.clear()
+    os.environ.update(env)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        # The global generator was seeded once in the template; every kernel
+        # would draw the same numbers (random reseeds itself after a fork).
+        numpy.random.seed()
+    from ipykernel import kernelapp
+
+    sys.argv = [_LAUNCHER, *request["argv"]]
+    try:
+        kernelapp.IPKernelApp.launch_instance(argv=argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def _send(sock: socket.socket, message: dict) -> None:
+    sock.send(json.dumps(message).encode())
+
+
+def _become_subreaper() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_strays(kernels: set) -> None:
+    """Kill children that are not kernels: orphans of a kernel that died.
+
+    Every kernel is a subreaper, so what its tools leave behind stays its own
+    until it dies; then it lands here, since this process is a subreaper too.
+    """
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in kernels:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                data = stat.read()
+            parent = int(data[data.rfind(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == me:
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _reap(sock: socket.socket, kernels: set) -> None:
+    ended = False
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        if pid in kernels:
+            kernels.discard(pid)
+            ended = True
+            _send(sock, {"exited": pid, "code": _exit_code(status)})
+    if ended:
+        _kill_strays(kernels)
+
+
+def main(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    _preload()
+    # What the template loaded is never garbage: keep the kernels' collections off
+    # it, so they neither walk it (50 ms a time) nor copy its pages by touching it.
+    gc.freeze()
+    _become_subreaper()
+    kernels: set = set()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    # Ctrl-C in a terminal reaches the whole foreground group; the parent decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    selector.register(wake_read, selectors.EVENT_READ)
+    _send(sock, {"ready": os.getpid()})
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj == wake_read:
+                try:
+                    while os.read(wake_read, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                _reap(sock, kernels)
+                continue
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+            if not data:
+                return  # the parent closed its end: it is gone or done with us
+            request = json.loads(data)
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                for received in fds:
+                    os.close(received)
+                _send(sock, {"id": request["id"], "error": str(exc)})
+                continue
+            if pid == 0:
+                code = 1
+                try:
+                    selector.close()
+                    sock.close()
+                    code = _become_kernel(request, fds, [wake_read, wake_write])
+                except BaseException:  # noqa: BLE001 - the child must never return
+                    traceback.print_exc()
+                finally:
+                    try:
+                        import atexit
+
+                        atexit._run_exitfuncs()
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                    finally:
+                        os._exit(code)
+            kernels.add(pid)
+            for received in fds:
+                os.close(received)
+            _send(sock, {"id": request["id"], "pid": pid})
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

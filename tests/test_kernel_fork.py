@@ -1,0 +1,192 @@
+"""Kernels forked from the template process, and the launch path they replace.
+
+Every kernel test in ``test_kernel.py`` runs on forked kernels, the default on
+Linux. Here: what forking must keep equal to a launched kernel (paths, secrets,
+randomness, interrupts, deaths), what it adds (orphans of a dead kernel are
+killed by the template; a dead template costs one restart), the fallback to a
+launch, and the main behaviours of the launch path itself (``fork=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import pytest
+from test_kernel import loop, png_input, process_gone, run, text_of  # noqa: F401
+
+from pyvision_magic import _kernel_forkserver
+from pyvision_magic._kernel import ChildKernel
+from pyvision_magic._kernel_env import child_environment
+
+pytestmark = pytest.mark.skipif(not _kernel_forkserver.fork_supported(),
+                                reason="kernels are forked on Linux only")
+
+_PROBE = ("import json, os, sys\n"
+          "print(json.dumps({'path': sys.path, 'cwd': os.getcwd(), 'ppid': os.getppid(),"
+          " 'pid': os.getpid(), 'argv0': os.path.basename(sys.argv[0]),"
+          " 'random': __import__('numpy').random.rand(),"
+          " 'key': os.environ.get('OPENAI_API_KEY'),"
+          " 'marker': os.environ.get('PYVISION_KERNEL_ID')}))")
+
+
+def _probe(loop, kernel):  # noqa: F811 - the fixture's name
+    result = run(loop, kernel, _PROBE)
+    assert result.status == "ok", text_of(result)
+    return json.loads(text_of(result))
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        data = stat.read()
+    return int(data[data.rfind(b")") + 2:].split()[1])
+
+
+def _environ_of(pid: int) -> bytes:
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        return environ.read()
+
+
+@pytest.fixture
+def secret_env(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-forktest-0123456789abcdef")
+
+
+def test_forked_kernel_matches_a_launched_one(loop, secret_env):  # noqa: F811
+    forked, launched = ChildKernel(), ChildKernel(fork=False)
+    assert forked.forked and not launched.forked
+    loop.run(forked.start())
+    loop.run(launched.start())
+    try:
+        a, b = _probe(loop, forked), _probe(loop, launched)
+        other = ChildKernel()
+        loop.run(other.start())
+        c = _probe(loop, other)
+        loop.run(other.shutdown())
+        server = _kernel_forkserver.server_for(child_environment(os.environ))
+        template = server.template_pid
+    finally:
+        loop.run(forked.shutdown())
+        loop.run(launched.shutdown())
+    # Forked from the template, which runs this interpreter.
+    assert template is not None and a["ppid"] == template and c["ppid"] == template
+    assert os.path.realpath(f"/proc/{template}/exe") == os.path.realpath(sys.executable)
+    # Same import path, same script name, own working directory.
+    assert a["path"] == b["path"] and a["argv0"] == b["argv0"] == "ipykernel_launcher.py"
+    assert a["cwd"] != b["cwd"] and os.path.basename(a["cwd"]).startswith("pyvision-scratch-")
+    # No secret, in the kernel or in the template's memory image of its environment.
+    assert a["key"] is None and b["key"] is None
+    assert b"sk-forktest" not in _environ_of(template)
+    # Each kernel has its own marker and its own random numbers.
+    assert a["marker"] and c["marker"] and a["marker"] != c["marker"]
+    assert a["random"] != c["random"]
+
+
+def test_interrupt_and_death_of_a_forked_kernel(loop):  # noqa: F811
+    kernel = ChildKernel(timeout=1.0, interrupt_grace=1.0)
+    loop.run(kernel.start())
+    try:
+        loop.run(kernel.bind_images([png_input()]))
+        timed_out = run(loop, kernel, "import time\nprint('go', flush=True)\ntime.sleep(30)")
+        assert timed_out.status == "timeout" and "go" in text_of(timed_out)
+        assert "restarted" not in timed_out.note  # the interrupt reached it: no restart
+        pid = kernel.pid
+        died = run(loop, kernel, "import os; os.kill(os.getpid(), 9)")
+        assert died.status == "died" and "SIGKILL" in died.note
+        assert kernel.pid != pid
+        assert text_of(run(loop, kernel, "print(image_clue_0.size)")) == "(40, 30)\n"
+    finally:
+        loop.run(kernel.shutdown())
+
+
+def test_orphans_of_a_dead_kernel_are_killed_by_the_template(loop):  # noqa: F811
+    kernel = ChildKernel()
+    loop.run(kernel.start())
+    try:
+        # A plain fork keeps the template's environment block, so /proc shows no
+        # marker for it: only the template, its subreaper, can catch it.
+        result = run(loop, kernel, (
+            "import os, time\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            "        time.sleep(300)\n"
+            "    os._exit(0)\n"
+            "os.waitpid(pid, 0)\n"
+            "time.sleep(0.2)\n"
+            "print(max(int(p) for p in os.listdir('/proc') if p.isdigit() and "
+            "int(open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1]) == os.getpid()))"
+        ))
+        orphan = int(text_of(result))
+        assert _parent_of(orphan) == kernel.pid  # the kernel is a subreaper itself
+        died = run(loop, kernel, "import os; os.kill(os.getpid(), 9)")
+        assert died.status == "died"
+        deadline = time.monotonic() + 5
+        while not process_gone(orphan) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process_gone(orphan)
+    finally:
+        loop.run(kernel.shutdown())
+
+
+def test_a_dead_template_costs_one_restart(loop):  # noqa: F811
+    kernel = ChildKernel(timeout=20.0)
+    loop.run(kernel.start())
+    try:
+        run(loop, kernel, "x = 1")
+        server = _kernel_forkserver.server_for(child_environment(os.environ))
+        old_template, old_pid = server.template_pid, kernel.pid
+        os.kill(old_template, signal.SIGKILL)
+        # ipykernel notices that its parent changed within a second and quits.
+        deadline = time.monotonic() + 10
+        while not process_gone(old_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process_gone(old_pid)
+        result = run(loop, kernel, "print('x' in globals())")
+        if result.status == "died":  # the death was seen by this execution
+            result = run(loop, kernel, "print('x' in globals())")
+        assert result.status == "ok" and text_of(result) == "False\n"
+        assert server.template_pid not in (None, old_template)
+        assert _parent_of(kernel.pid) == server.template_pid
+    finally:
+        loop.run(kernel.shutdown())
+
+
+def test_a_template_that_cannot_start_falls_back_to_a_launch(loop, monkeypatch, caplog):  # noqa: F811
+    broken = _kernel_forkserver.ForkServer(child_environment(os.environ),
+                                           python="/nonexistent/python3")
+    monkeypatch.setattr(_kernel_forkserver, "server_for", lambda env: broken)
+    kernel = ChildKernel()
+    with caplog.at_level("WARNING"):
+        loop.run(kernel.start())
+    try:
+        assert "launching it the usual way" in caplog.text
+        assert _parent_of(kernel.pid) == os.getpid()
+        assert text_of(run(loop, kernel, "print(6 * 7)")) == "42\n"
+    finally:
+        loop.run(kernel.shutdown())
+
+
+# -- the launch path, no longer the default on Linux ------------------------------
+
+
+def test_launched_kernel_times_out_dies_and_recovers(loop):  # noqa: F811
+    kernel = ChildKernel(fork=False, timeout=1.0, interrupt_grace=1.0)
+    loop.run(kernel.start())
+    try:
+        assert _parent_of(kernel.pid) == os.getpid()
+        loop.run(kernel.bind_images([png_input()]))
+        run(loop, kernel, "kept = 41")
+        timed_out = run(loop, kernel, "import time\ntime.sleep(30)")
+        assert timed_out.status == "timeout"
+        assert text_of(run(loop, kernel, "kept + 1")).strip() == "42"
+        died = run(loop, kernel, "import os; os.kill(os.getpid(), 9)")
+        assert died.status == "died" and "SIGKILL" in died.note
+        assert text_of(run(loop, kernel, "print(image_clue_0.size)")) == "(40, 30)\n"
+        assert _parent_of(kernel.pid) == os.getpid()
+    finally:
+        loop.run(kernel.shutdown())
