@@ -27,6 +27,7 @@ from ._kernel_interpreter import (
     NOTABLE_LIBRARIES,
     describe_interpreter,
     libraries_of_this_interpreter,
+    libraries_of_this_interpreter_if_known,
 )
 from ._kernel_output import OutputCollector, execution_result
 from ._kernel_sandbox import check_bwrap
@@ -364,7 +365,8 @@ class ChildKernel(Executor, LoggingConfigurable):
         if self._libraries is None:
             if self.kernel_name is None:
                 # A thread: the first probe reads package metadata for ~0.1 s.
-                self._libraries = await asyncio.to_thread(libraries_of_this_interpreter)
+                self._libraries = (libraries_of_this_interpreter_if_known()
+                                   or await asyncio.to_thread(libraries_of_this_interpreter))
             else:
                 await self.start()
                 async with self._get_lock():

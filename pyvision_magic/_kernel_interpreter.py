@@ -17,7 +17,8 @@ from typing import Any
 
 from . import _kernel_bootstrap
 
-__all__ = ["NOTABLE_LIBRARIES", "describe_interpreter", "libraries_of_this_interpreter"]
+__all__ = ["NOTABLE_LIBRARIES", "describe_interpreter", "libraries_of_this_interpreter",
+           "libraries_of_this_interpreter_if_known"]
 
 #: Libraries worth telling the model about: (import name, distribution names).
 NOTABLE_LIBRARIES: list[tuple[str, Any]] = [
@@ -43,6 +44,11 @@ NOTABLE_LIBRARIES: list[tuple[str, Any]] = [
 @functools.lru_cache(maxsize=1)
 def _probe_here() -> tuple[str, ...]:
     return tuple(json.loads(_kernel_bootstrap.probe_libraries(NOTABLE_LIBRARIES)))
+
+
+def libraries_of_this_interpreter_if_known() -> list[str] | None:
+    """The answer of :func:`libraries_of_this_interpreter` if already computed, else None."""
+    return list(_probe_here()) if _probe_here.cache_info().currsize else None
 
 
 def libraries_of_this_interpreter() -> list[str]:

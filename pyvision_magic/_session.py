@@ -33,6 +33,9 @@ from ._transcript import Transcript, Turn
 __all__ = ["Session"]
 
 EVENTS = ("turn_start", "text_delta", "code", "outputs", "answer", "status")
+# Images at most this big are encoded for the model on the loop, not in a thread.
+_ENCODE_INLINE_BYTES = 256 * 1024
+_ENCODE_INLINE_PIXELS = 512 * 512
 
 
 class Session(LoggingConfigurable):
@@ -184,7 +187,13 @@ class Session(LoggingConfigurable):
         photo does not block the event loop other sessions and views share."""
         todo = [im for im in images if hashlib.sha1(im.data).hexdigest() not in self._urls]
         for image in todo:
-            await asyncio.to_thread(self._image_url, image)
+            small = image.width * image.height <= _ENCODE_INLINE_PIXELS
+            if small and len(image.data) <= _ENCODE_INLINE_BYTES:
+                # A small image takes a millisecond; a thread hop could wait far longer
+                # for the loop when many sessions start at once.
+                self._image_url(image)
+            else:
+                await asyncio.to_thread(self._image_url, image)
 
     async def _feedback(self, result: ExecutionResult, last_turn: bool) -> dict[str, Any]:
         await self._encode_images(
