@@ -207,7 +207,9 @@ class KernelConnection:
                 "is installed in the kernel's Python."
             ) from exc
         self.client = self.km.client()
-        self.client.start_channels()
+        # No heartbeat thread: liveness comes from the process (km.is_alive), and 16
+        # kernels would mean 16 more threads taking turns at the GIL.
+        self.client.start_channels(hb=False)
         if not await self._wait_ready(time.monotonic() + startup_timeout):
             raise KernelStartError(
                 f"The child kernel did not become ready within {startup_timeout:g} s; "
