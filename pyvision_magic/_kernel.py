@@ -121,6 +121,14 @@ class ChildKernel(Executor, LoggingConfigurable):
         "more raises OSError. None means no limit.",
     ).tag(config=True)
 
+    nice = Int(
+        10,
+        allow_none=True,
+        help="CPU priority of the tools as a Unix niceness (0-19; higher yields more): "
+        "when tools and the notebook compete for the CPU, the notebook and the session "
+        "stay responsive (on Linux the kernel's scheduling group gets it too). A tool "
+        "alone on the machine runs at full speed. None leaves the priority as is.",
+    ).tag(config=True)
     fork = Bool(
         True,
         help="Fork kernels from a template process that has ipykernel, numpy and PIL "
@@ -266,6 +274,7 @@ class ChildKernel(Executor, LoggingConfigurable):
                 "max_image_pixels": self.max_image_pixels,
                 "memory_limit": self.memory_limit,
                 "file_size_limit": self.file_size_limit,
+                "nice": self.nice,
             },
             command_prefix=command_prefix,
             stopped=lambda: self._state is _State.CLOSED,

@@ -165,7 +165,8 @@ class KernelConnection:
         if fork:
             km.kernel_id = str(uuid.uuid4())
             km.provisioner = ForkedProvisioner(
-                kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km
+                kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km,
+                nice=config.get("nice"),
             )
         connection = cls(km, marker, stopped, log)
         try:

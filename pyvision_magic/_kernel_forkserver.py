@@ -45,8 +45,9 @@ from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Any as AnyTrait
+from traitlets import Int
 
-from . import _kernel_template
+from . import _kernel_bootstrap, _kernel_template
 from ._kernel_env import MARKER_VARIABLE
 
 __all__ = ["ForkServer", "ForkServerError", "ForkedProcess", "ForkedProvisioner",
@@ -101,7 +102,7 @@ class ForkServer:
         try:
             source = Path(_kernel_template.__file__).read_text(encoding="utf-8")
             self._process = subprocess.Popen(
-                [self.python, "-c", source, str(theirs.fileno())],
+                [self.python, "-c", source, str(theirs.fileno()), _kernel_bootstrap.__file__],
                 pass_fds=[theirs.fileno()],
                 env=self.env,
                 cwd="/",
@@ -151,8 +152,10 @@ class ForkServer:
             self._changed.notify_all()
 
     def spawn(self, argv: list[str], *, cwd: str, env: Mapping[str, str],
-              stdio: tuple[int, int, int]) -> concurrent.futures.Future[int]:
+              stdio: tuple[int, int, int], nice: int | None = None) -> concurrent.futures.Future[int]:
         """Ask for a kernel running ``ipykernel_launcher argv``; the future gives its pid.
+
+        ``nice`` lowers its CPU priority from the start (see ``ChildKernel.nice``).
 
         ``stdio`` are the file descriptors for its stdin, stdout and stderr; they
         are passed over the socket, so the caller may close them afterwards.
@@ -164,7 +167,8 @@ class ForkServer:
             self._next_id += 1
             future: concurrent.futures.Future[int] = concurrent.futures.Future()
             self._pending[self._next_id] = future
-            request = {"id": self._next_id, "argv": list(argv), "cwd": cwd, "env": dict(env)}
+            request = {"id": self._next_id, "argv": list(argv), "cwd": cwd, "env": dict(env),
+                       "nice": nice}
             try:
                 socket.send_fds(self._sock, [json.dumps(request).encode()], list(stdio))
             except OSError as exc:
@@ -313,6 +317,7 @@ class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
     """
 
     server = AnyTrait(None, allow_none=True, help="The ForkServer to use, or None to pick one.")
+    nice = Int(None, allow_none=True, help="Niceness the kernel starts with; None leaves it.")
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         if cmd[:3] != [sys.executable, "-m", "ipykernel_launcher"]:
@@ -329,7 +334,7 @@ class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
                 if ours:
                     opened.append(fd)
             future = server.spawn(cmd[3:], cwd=str(kwargs.get("cwd") or os.getcwd()), env=env,
-                                  stdio=(stdio[0], stdio[1], stdio[2]))
+                                  stdio=(stdio[0], stdio[1], stdio[2]), nice=self.nice)
             try:
                 pid = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
                                              _SPAWN_TIMEOUT)

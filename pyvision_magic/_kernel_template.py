@@ -5,10 +5,11 @@ program imports ipykernel, IPython, numpy and PIL once, then waits; each
 request makes it fork, and the forked copy becomes a kernel at once, about
 0.07 s of CPU later. :mod:`._kernel_forkserver` starts it and talks to it.
 
-It is run as ``python -c <this file's text> FD``: FD is its end of a
-``SOCK_SEQPACKET`` socket pair, one JSON object per packet.
+It is run as ``python -c <this file's text> FD BOOTSTRAP``: FD is its end of a
+``SOCK_SEQPACKET`` socket pair, one JSON object per packet; BOOTSTRAP is the
+path of :mod:`._kernel_bootstrap`, whose ``lower_priority`` it uses.
 
-- Request ``{"id", "argv", "cwd", "env"}`` with three file descriptors (the
+- Request ``{"id", "argv", "cwd", "env", "nice"}`` with three file descriptors (the
   kernel's stdin, stdout and stderr) attached: fork a kernel that runs
   ``ipykernel_launcher argv``; reply ``{"id", "pid"}`` or ``{"id", "error"}``.
 - Unasked ``{"exited": pid, "code": n}`` when a kernel ends (``-n``: signal ``n``).
@@ -46,6 +47,8 @@ PRELOAD = (
 
 #: What ``sys.argv[0]`` is in a launched kernel.
 _LAUNCHER = "ipykernel_launcher.py"
+#: The kernel bootstrap's functions (its file is the second argument).
+_BOOTSTRAP: dict = {}
 
 
 def _preload() -> None:
@@ -77,6 +80,8 @@ def _become_kernel(request: dict, fds: list, template_fds: list) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setsid()  # its own process group, as jupyter_client gives a launched kernel
+    if request.get("nice") is not None:
+        _BOOTSTRAP["lower_priority"](request["nice"])
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
     for fd in fds:
@@ -161,7 +166,9 @@ def _reap(sock: socket.socket, kernels: set) -> None:
         _kill_strays(kernels)
 
 
-def main(fd: int) -> None:
+def main(fd: int, bootstrap: str) -> None:
+    with open(bootstrap, encoding="utf-8") as source:
+        exec(compile(source.read(), bootstrap, "exec"), _BOOTSTRAP)
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)
     _preload()
@@ -226,4 +233,4 @@ def main(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), sys.argv[2])

@@ -190,3 +190,27 @@ def test_launched_kernel_times_out_dies_and_recovers(loop):  # noqa: F811
         assert _parent_of(kernel.pid) == os.getpid()
     finally:
         loop.run(kernel.shutdown())
+
+
+_PRIORITY = ("import os\n"
+             "group = open('/proc/self/autogroup').read().split()[-1] "
+             "if os.path.exists('/proc/self/autogroup') else 'none'\n"
+             "print(os.nice(0), group)")
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_tools_run_at_lower_priority(loop, fork):  # noqa: F811
+    """Nice 10, for the process and its scheduling group (autogroup), forked or launched."""
+    kernel = ChildKernel(fork=fork)
+    plain = ChildKernel(fork=fork, nice=None)
+    loop.run(kernel.start())
+    loop.run(plain.start())
+    try:
+        assert kernel.forked == fork
+        niceness, group = text_of(run(loop, kernel, _PRIORITY)).split()
+        assert niceness == "10" and group in ("10", "none")
+        niceness, group = text_of(run(loop, plain, _PRIORITY)).split()
+        assert niceness == str(os.nice(0)) and group in ("0", "none")
+    finally:
+        loop.run(kernel.shutdown())
+        loop.run(plain.shutdown())
