@@ -13,8 +13,12 @@ Rows
 - ``tasks/s at concurrency N``: rate from the start of the run (kernel start-up
   included) against the sequential rate (concurrency 1). Goal at 16: >= 12x.
 - ``tasks/s at concurrency N, kernels ready``: the same after the first task
-  finished, i.e. without the one-off start of N kernels (about 0.7 s of CPU
-  each, plus numpy's import on the first tool, on 2 cores).
+  finished, i.e. without the one-off start of N kernels (forked from the
+  kernel template: about 0.1 s of CPU each, on 2 cores).
+
+The concurrency 16 run is the third of the process, so the kernel template and
+the ``openai`` package are loaded by then; the sequential run, the baseline,
+paid for both.
 ``--quick`` (a smoke test, a few seconds) runs 3 tasks at concurrency 1 and 8 at 4,
 with 0.2 s of model latency.
 """

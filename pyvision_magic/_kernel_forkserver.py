@@ -242,6 +242,20 @@ def server_for(env: Mapping[str, str]) -> ForkServer:
         return server
 
 
+def _forget_servers_after_fork() -> None:
+    """In a child made by os.fork (multiprocessing, say): the templates are the parent's.
+
+    Their sockets are shared with the parent and no reader thread runs here, so
+    the child starts templates of its own if it needs kernels.
+    """
+    global _SERVERS, _SERVERS_LOCK
+    _SERVERS, _SERVERS_LOCK = {}, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_servers_after_fork)
+
+
 @atexit.register
 def _close_servers() -> None:
     with _SERVERS_LOCK:

@@ -214,3 +214,25 @@ def test_tools_run_at_lower_priority(loop, fork):  # noqa: F811
     finally:
         loop.run(kernel.shutdown())
         loop.run(plain.shutdown())
+
+
+def test_a_forked_child_process_starts_its_own_template(loop):  # noqa: F811
+    """After os.fork (multiprocessing), the child must not talk to the parent's template."""
+    kernel = ChildKernel()
+    loop.run(kernel.start())
+    loop.run(kernel.shutdown())
+    env = child_environment(os.environ)
+    assert _kernel_forkserver.server_for(env).template_pid is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only look, nothing that could wait on the parent's threads
+        try:
+            server = _kernel_forkserver.server_for(env)
+            os.write(write, json.dumps([server.template_pid, server.alive]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        template_pid, alive = json.loads(answer.read())
+    os.waitpid(pid, 0)
+    assert template_pid is None and alive is False
