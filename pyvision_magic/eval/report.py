@@ -9,11 +9,19 @@ Per row (a benchmark, and each of its sub-tasks) and mode:
 wrong), ``mean_turns``, ``mean_tokens`` (prompt + completion per task),
 ``mean_seconds``, ``errors``, ``timeouts``; ``delta`` is tools minus baseline
 accuracy, in points, when both modes ran.
+
+``paired`` (when both modes ran) compares the two answers of each task that
+has both, overall and per benchmark: how many tasks both modes got right, only
+tools, only the baseline, neither; the delta over those tasks; and the exact
+two-sided McNemar p-value (a binomial test on the tasks where the modes
+disagree), i.e. how likely a split at least this lopsided is if tools made no
+difference.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -45,6 +53,34 @@ def _stats(records: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_seconds": mean([float(r.get("seconds") or 0) for r in records]),
         "errors": sum(r.get("status") == "error" for r in records),
         "timeouts": sum(r.get("status") == "timeout" for r in records),
+    }
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value for ``only_a`` and ``only_b`` discordant pairs."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _paired(records: list[dict[str, Any]]) -> dict[str, Any]:
+    right: dict[str, dict[str, bool]] = defaultdict(dict)
+    for r in records:
+        right[r["id"]][r["mode"]] = bool(r.get("correct"))
+    pairs = [v for v in right.values() if len(v) == 2]
+    both = sum(v["tools"] and v["baseline"] for v in pairs)
+    tools_only = sum(v["tools"] and not v["baseline"] for v in pairs)
+    baseline_only = sum(v["baseline"] and not v["tools"] for v in pairs)
+    return {
+        "pairs": len(pairs),
+        "both_right": both,
+        "tools_only": tools_only,
+        "baseline_only": baseline_only,
+        "neither": len(pairs) - both - tools_only - baseline_only,
+        "delta": round(100.0 * (tools_only - baseline_only) / len(pairs), 2) if pairs else 0.0,
+        "p_value": round(mcnemar_p(tools_only, baseline_only), 4),
     }
 
 
@@ -86,6 +122,11 @@ def build_report(records: Iterable[dict[str, Any]], *, model: str = "") -> dict[
     }
     if len(modes) == 2:
         report["delta"] = round(overall["tools"]["accuracy"] - overall["baseline"]["accuracy"], 2)
+        by_bench: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in records:
+            by_bench[r.get("benchmark") or "tasks"].append(r)
+        report["paired"] = {"overall": _paired(records),
+                            "benchmarks": {b: _paired(rs) for b, rs in sorted(by_bench.items())}}
     return report
 
 
@@ -127,6 +168,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     summary = ", ".join(f"{m} {_pct(overall[m]['accuracy'])} % of {overall[m]['n']}" for m in modes)
     lines.append(f"Overall accuracy: {summary}" + (f"; delta {report['delta']:+.1f} points." if "delta" in report else "."))
     lines.append("Tokens: " + ", ".join(f"{m} {overall[m]['total_tokens']}" for m in modes) + ".")
+    if report.get("paired"):
+        lines += ["", "## Paired comparison (tasks answered in both modes)", "",
+                  "| Benchmark | Tasks | Both right | Tools only | Baseline only | Neither | Δ points "
+                  "| McNemar p |", "|" + "---|" * 8]
+        paired = report["paired"]
+        for name, p in [*paired["benchmarks"].items(), ("**all**", paired["overall"])]:
+            lines.append(f"| {name} | {p['pairs']} | {p['both_right']} | {p['tools_only']} | "
+                         f"{p['baseline_only']} | {p['neither']} | {p['delta']:+.1f} | {p['p_value']:.3g} |")
+        lines += ["", "McNemar p: the chance of a split between *tools only* and *baseline only* at "
+                  "least this uneven if tools made no difference (exact binomial test)."]
     if report["taxonomy"]:
         lines += ["", "## Tools written, by category (primary category of each tool)", ""]
         cats = list(CATEGORIES)
