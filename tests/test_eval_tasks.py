@@ -172,3 +172,48 @@ def test_converter_errors_say_what_to_check(tmp_path):
         convert("mathvista", tmp_path / "empty", tmp_path / "o.jsonl")
     with pytest.raises(ConfigError, match="Unknown benchmark 'foo'"):
         convert("foo", tmp_path, tmp_path / "o.jsonl")
+
+
+def test_parquet_files_as_the_hub_serves_them(folder):
+    """Real parquet files, images as {bytes, path} structs (the Hugging Face layout)."""
+    import pyarrow as pa  # in the test extra: parquet is how the Hub serves three of the five
+    import pyarrow.parquet as pq
+
+    png = (folder / "imgs" / "a.png").read_bytes()
+    image = {"bytes": png, "path": "a.png"}
+
+    blind = folder / "vlmsareblind" / "data"
+    blind.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([
+        {"image": image, "prompt": "How many circles?", "groundtruth": "{5}", "task": "Olympic Counting - Circles"},
+        {"image": image, "prompt": "Touching?", "groundtruth": "Yes", "task": "Touching Circles"},
+    ]), blind / "valid-00000-of-00001.parquet")
+    tasks = convert("vlmsareblind", blind.parent, folder / "blind.jsonl")
+    assert [(t.answer, t.subtask) for t in tasks] == [("5", "Olympic Counting - Circles"), ("Yes", "Touching Circles")]
+    assert tasks[0].images[0].read_bytes() == png
+
+    mmmu = folder / "MMMU" / "Art"
+    mmmu.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([
+        {"id": "validation_Art_1", "question": "<image 1> Which style?", "options": "['Baroque', 'Cubism']",
+         "image_1": image, "image_2": None, "answer": "B", "question_type": "multiple-choice",
+         "subfield": "Art History"},
+    ]), mmmu / "validation-00000-of-00001.parquet")
+    [art] = convert("mmmu", folder / "MMMU", folder / "mmmu.jsonl")
+    assert (art.answer, art.choices, art.subtask) == ("B", ["Baroque", "Cubism"], "Art")
+    assert art.images[0].read_bytes() == png
+
+    mathvista = folder / "MathVista" / "data"
+    mathvista.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([
+        {"pid": "1", "question": "Which is larger?", "decoded_image": image, "choices": ["3", "5"],
+         "unit": None, "precision": None, "answer": "5", "question_type": "multi_choice",
+         "answer_type": "text", "metadata": {"task": "figure question answering", "skills": ["logic"]}},
+        {"pid": "2", "question": "Length?", "decoded_image": image, "choices": None, "unit": "cm",
+         "precision": 1.0, "answer": "2.5", "question_type": "free_form", "answer_type": "float",
+         "metadata": {"task": "geometry problem solving", "skills": []}},
+    ]), mathvista / "testmini-00000-of-00001.parquet")
+    choice, number = convert("mathvista", mathvista.parent, folder / "mv.jsonl")
+    assert (choice.answer_type, choice.answer, choice.subtask) == ("choice", "B", "figure question answering")
+    assert (number.answer_type, number.answer, number.tolerance) == ("number", "2.5", pytest.approx(0.05))
+    assert number.question.endswith("(Unit: cm)") and number.images[0].read_bytes() == png

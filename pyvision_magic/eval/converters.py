@@ -41,7 +41,8 @@ def _read_rows(source: Path, pattern: str = "*") -> Iterator[tuple[Path, dict[st
             try:
                 import pyarrow.parquet as pq
             except ImportError as exc:
-                raise ConfigError(f"Reading {path.name} needs pyarrow: pip install pyarrow.") from exc
+                raise ConfigError(f"Reading {path.name} needs pyarrow: pip install 'pyvision_magic[eval]' "
+                                  "(or pip install pyarrow).") from exc
             for row in pq.read_table(path).to_pylist():
                 yield path, row
         elif path.suffix == ".jsonl":
