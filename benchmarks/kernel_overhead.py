@@ -24,8 +24,9 @@ Rows
   ``ChildKernel.start()`` in a fresh Python process, which starts the template
   too, against a bare ipykernel start. Goal: <= 1.3x.
 - ``sandbox: start`` and ``sandbox: execute x=1``: a ``ChildKernel(sandbox=True)``
-  against a plain one (cold start to ready, and mean seconds per call). Goal:
-  start <= 1.5x, execute <= 1.2x. Left out when bwrap is not installed.
+  against a plain one (cold start to ready, against a launched one since the
+  sandbox does not fork; and mean seconds per call). Goal: start <= 1.5x,
+  execute <= 1.2x. Left out when bwrap is not installed.
 """
 
 from __future__ import annotations
@@ -222,10 +223,11 @@ async def _sandbox_rows(quick: bool, plain_execute: float) -> list[dict[str, Any
     repeats, n = (2, 50) if quick else (5, 300)
     await _cold_start(1, sandbox=True)  # the one-time bwrap check is not part of a start
     boxed_start = await _cold_start(repeats, sandbox=True)
-    plain_start = await _cold_start(repeats)
+    # The sandbox launches its kernel (no template); compare with a plain launch.
+    plain_start = await _cold_start(repeats, fork=False)
     boxed = statistics.mean(await _ours(n, sandbox=True))
     return [
-        {"figure": "sandbox: start (s), sandboxed vs plain", "ours": boxed_start,
+        {"figure": "sandbox: start (s), sandboxed vs plain launched", "ours": boxed_start,
          "baseline": plain_start, "ratio": boxed_start / plain_start, "goal": "<= 1.5x"},
         {"figure": "sandbox: execute x=1 (s per call)", "ours": boxed, "baseline": plain_execute,
          "ratio": boxed / plain_execute, "goal": "<= 1.2x"},

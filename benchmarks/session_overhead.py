@@ -104,7 +104,7 @@ async def _measure(quick: bool) -> list[dict]:
             await kernel.start()
             await _session_per_turn(server, kernel, 3)  # warm up imports and caches
             per_turn, model = [], []
-            for _ in range(1 if quick else 3):
+            for _ in range(1 if quick else 7):
                 before = len(server.chat_requests)
                 per_turn.append(await _session_per_turn(server, kernel, turns))
                 bodies = [r.body for r in server.chat_requests[before:]]
