@@ -100,7 +100,9 @@ class ForkServer:
             self._process.poll()  # collect a dead template
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            source = Path(_kernel_template.__file__).read_text(encoding="utf-8")
+            # ps and top show this first line for the template and for every kernel.
+            source = "# pyvision_magic kernel template\n" + Path(
+                _kernel_template.__file__).read_text(encoding="utf-8")
             self._process = subprocess.Popen(
                 [self.python, "-c", source, str(theirs.fileno()), _kernel_bootstrap.__file__],
                 pass_fds=[theirs.fileno()],

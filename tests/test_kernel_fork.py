@@ -236,3 +236,14 @@ def test_a_forked_child_process_starts_its_own_template(loop):  # noqa: F811
         template_pid, alive = json.loads(answer.read())
     os.waitpid(pid, 0)
     assert template_pid is None and alive is False
+
+
+def test_process_listings_name_the_kernel_template(loop):  # noqa: F811
+    kernel = ChildKernel()
+    loop.run(kernel.start())
+    try:
+        with open(f"/proc/{kernel.pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+        assert argv[1] == b"-c" and argv[2].startswith(b"# pyvision_magic kernel template\n")
+    finally:
+        loop.run(kernel.shutdown())
