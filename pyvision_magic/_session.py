@@ -106,6 +106,7 @@ class Session(LoggingConfigurable):
         self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._model_task: asyncio.Future[Any] | None = None
+        self._interrupter: asyncio.Future[None] | None = None
         self._executing = False
         #: The error that ended the session with status ``error``, if any.
         self.error: PyVisionError | None = None
@@ -156,8 +157,8 @@ class Session(LoggingConfigurable):
     def _stop_now(self) -> None:
         if self._model_task is not None and not self._model_task.done():
             self._model_task.cancel()
-        if self._executing:
-            asyncio.ensure_future(self._interrupt_until_done())
+        if self._executing and (self._interrupter is None or self._interrupter.done()):
+            self._interrupter = asyncio.ensure_future(self._interrupt_until_done())
 
     async def _interrupt_until_done(self) -> None:
         # An interrupt that reaches the kernel just before it starts the code is
@@ -292,6 +293,11 @@ class Session(LoggingConfigurable):
             # The endpoint or the kernel failed: keep every turn done so far.
             status, self.error, self.transcript.error = "error", exc, str(exc)
         finally:
+            if self._interrupter is not None and not self._interrupter.done():
+                # The tool has ended; a loop closed right after the session must not
+                # find this task still sleeping between two interrupts.
+                self._interrupter.cancel()
+                await asyncio.gather(self._interrupter, return_exceptions=True)
             if not prepare.done():
                 prepare.cancel()
             # Retrieve a failure of an unused start so asyncio does not warn about it.

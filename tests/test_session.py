@@ -245,6 +245,11 @@ def test_stop_during_a_runaway_tool(chat_server, image_path, no_openai_env):
         session.on_code(lambda turn: threading.Thread(target=stop_once_running, daemon=True).start())
         try:
             await asyncio.wait_for(session._async_run(), 30)
+            # Nothing of the stop is left running once the session returned: a loop
+            # closed now would otherwise destroy a pending task.
+            leftover = [t for t in asyncio.all_tasks()
+                        if "_interrupt_until_done" in repr(t.get_coro()) and not t.done()]
+            assert not leftover
             after = await kernel.execute("print(6 * 7)")
         finally:
             await kernel.shutdown()
