@@ -37,7 +37,6 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from chat_server import ChatServer, Reply  # noqa: E402
-from jupyter_core.utils import run_sync  # noqa: E402
 
 from pyvision_magic._model import OpenAIModel  # noqa: E402
 from pyvision_magic.eval.runner import BASELINE_PROMPT, EvalRunner  # noqa: E402
@@ -91,10 +90,6 @@ def _measure(server: ChatServer, tasks: list[Task], concurrency: int) -> tuple[f
         started = time.monotonic()
         summary = runner.run()
         elapsed = time.monotonic() - started
-        # On the runner's loop, which outlives this run: a client left for the garbage
-        # collector closes its sockets behind the loop's back, and a later connection
-        # that gets the same descriptor number can wait forever (CPython issue 88968).
-        run_sync(model.aclose)()
     assert summary.ran == len(tasks) and all(r["correct"] for r in summary.records), summary
     ready = clock.times[-1] - clock.times[0]
     return len(tasks) / elapsed, (len(tasks) - 1) / ready if ready > 0 else float("inf")

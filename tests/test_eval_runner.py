@@ -247,3 +247,25 @@ def test_resume_after_ctrl_c_and_after_a_kill_without_duplicates_or_losses(make_
     assert len(keys) == len(set(keys)) == 20, "every (task, mode) exactly once"
     assert final[: len(second)] == second
     assert all(r["correct"] for r in final)  # scripted() answers 1 = the answer of unknown ids
+
+
+def test_one_model_for_several_runs_is_released_after_each(make_chat_server, env, image_path, tmp_path):
+    """From Python: the runner releases the model's connections at the end of each run.
+
+    Left to the garbage collector on the run loop, which outlives the run, they would
+    be closed behind the loop's back (CPython issue 88968); the model reconnects.
+    """
+    from pyvision_magic._model import OpenAIModel
+    from pyvision_magic.eval.runner import EvalRunner
+    from pyvision_magic.eval.tasks import load_tasks
+
+    server = make_chat_server(default=scripted())
+    tasks = load_tasks(write_tasks(tmp_path, image_path, ids=["t0", "t1", "t4"]))
+    model = OpenAIModel(base_url=server.base_url, model="test-model")
+    for run in range(2):
+        summary = EvalRunner(tasks, model, tmp_path / f"out{run}", modes=["baseline"],
+                             concurrency=3).run()
+        assert summary.ran == 3 and model._client is None
+        assert sorted((r["id"], r["correct"]) for r in summary.records) == [
+            ("t0", False), ("t1", True), ("t4", False)]
+    assert len(server.chat_requests) == 6

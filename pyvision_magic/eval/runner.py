@@ -106,7 +106,11 @@ class EvalRunner(LoggingConfigurable):
     tasks : sequence of Task
         What to ask.
     model : Model
-        Who answers; shared by all sessions (the caller closes it).
+        Who answers; shared by all sessions. Its connections are released at the
+        end of each run, on the loop that opened them (it reconnects if used
+        again): left to the garbage collector, they would be closed behind the
+        loop's back, and a later connection that gets the same descriptor
+        number could wait forever (CPython issue 88968).
     out_dir : path
         The results folder; finished (task id, mode) pairs found there are skipped.
     modes : sequence of str
@@ -217,6 +221,10 @@ class EvalRunner(LoggingConfigurable):
                 kernel.warmup.cancel()
             await asyncio.gather(*(k.warmup for k in kernels), return_exceptions=True)
             await asyncio.gather(*(k.close() for k in kernels), return_exceptions=True)
+            try:
+                await self.model.inner.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the run's outcome
+                self.log.debug("closing the model's connections: %s", exc)
             self.store.close()
             unrecorded = self._tokens - _tokens_of(self.store.load().values())
             self.store.write_settings({**self.store.read_settings(), "unrecorded_tokens": max(unrecorded, 0)})
