@@ -217,3 +217,15 @@ def test_parquet_files_as_the_hub_serves_them(folder):
     assert (choice.answer_type, choice.answer, choice.subtask) == ("choice", "B", "figure question answering")
     assert (number.answer_type, number.answer, number.tolerance) == ("number", "2.5", pytest.approx(0.05))
     assert number.question.endswith("(Unit: cm)") and number.images[0].read_bytes() == png
+
+
+def test_parquet_without_pyarrow_says_how_to_install_it(folder, monkeypatch):
+    import sys
+
+    (folder / "data").mkdir()
+    (folder / "data" / "valid-00000-of-00001.parquet").write_bytes(b"PAR1")
+    # As if pyarrow were not installed (it is in the test extra).
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ConfigError, match=r"valid-00000-of-00001.parquet needs pyarrow: "
+                                          r"pip install 'pyvision_magic\[eval\]'"):
+        convert("vlmsareblind", folder / "data", folder / "o.jsonl")
