@@ -53,7 +53,10 @@ class ChildKernel(Executor, LoggingConfigurable):
     Timeouts interrupt the kernel and restart it if it does not stop; a kernel
     that dies is restarted; in both cases the input images are bound again.
     With ``sandbox=True`` it runs inside bubblewrap (see :mod:`._kernel_sandbox`
-    for what each mode protects).
+    for what each mode protects). Otherwise, on Linux, the kernel process is
+    forked from a template that has ipykernel, numpy and PIL imported (see
+    :mod:`._kernel_forkserver`; ``fork=False`` launches it instead). Tools run at
+    niceness ``nice`` (10), so they cannot starve the notebook.
 
     Use it as ``async with ChildKernel() as kernel: ...`` or call :meth:`start`
     and :meth:`shutdown` yourself.
