@@ -27,6 +27,7 @@ __all__ = [
     "kill_processes",
     "proc_pids",
     "process_links",
+    "process_running",
 ]
 
 #: Set to a per-kernel id in the child; every process it starts inherits it.
@@ -179,16 +180,27 @@ def proc_pids() -> list[int]:
         return []
 
 
-def process_links(pid: int) -> tuple[int, int] | None:
-    """``(parent pid, process group id)`` of a process, or None if it is gone."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` from the state on, or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             data = stat.read()
     except OSError:
         return None
     # The command name may hold spaces and parentheses; fields resume after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    return (int(fields[1]), int(fields[2])) if len(fields) > 2 else None
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def process_links(pid: int) -> tuple[int, int] | None:
+    """``(parent pid, process group id)`` of a process, or None if it is gone."""
+    fields = _stat_fields(pid)
+    return (int(fields[1]), int(fields[2])) if fields and len(fields) > 2 else None
+
+
+def process_running(pid: int) -> bool:
+    """Whether a process exists and has not ended (a zombie has ended)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] not in (b"Z", b"X")
 
 
 def _has_marker(pid: int, marker: bytes) -> bool:

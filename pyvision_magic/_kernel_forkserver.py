@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
-from traitlets import Any as AnyTrait
 from traitlets import Int
 
 from . import _kernel_bootstrap, _kernel_template
-from ._kernel_env import MARKER_VARIABLE
+from ._kernel_env import MARKER_VARIABLE, process_running
 
 __all__ = ["ForkServer", "ForkServerError", "ForkedProcess", "ForkedProvisioner",
            "fork_supported", "server_for"]
@@ -87,12 +86,12 @@ class ForkServer:
         self._pending: dict[int, concurrent.futures.Future[int]] = {}
         self._exits: dict[int, int] = {}
         self._next_id = 0
-        self._dead = False
         self.template_pid: int | None = None
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and not self._dead
+        """Whether a template is running (its socket is open)."""
+        return self._sock is not None
 
     def _start(self) -> None:
         """Start the template (under the lock); its imports go on in the background."""
@@ -118,7 +117,6 @@ class ForkServer:
         finally:
             theirs.close()
         self._sock = ours
-        self._dead = False
         threading.Thread(target=self._read, args=(ours,), name="pyvision-fork-server",
                          daemon=True).start()
 
@@ -145,7 +143,6 @@ class ForkServer:
                 self._changed.notify_all()
         with self._changed:
             if self._sock is sock:
-                self._dead = True
                 self._sock = None
             sock.close()
             for future in self._pending.values():
@@ -163,7 +160,7 @@ class ForkServer:
         are passed over the socket, so the caller may close them afterwards.
         """
         with self._lock:
-            if self._process is None or self._dead or self._sock is None:
+            if self._sock is None:
                 self._start()
             assert self._sock is not None
             self._next_id += 1
@@ -183,8 +180,8 @@ class ForkServer:
         with self._lock:
             if pid in self._exits:
                 return self._exits[pid]
-            dead = self._dead
-        if dead and not _running(pid):
+            dead = self._sock is None
+        if dead and not process_running(pid):
             return 1  # its template died first, so nobody reported how it ended
         return None
 
@@ -209,7 +206,6 @@ class ForkServer:
         with self._lock:
             sock, self._sock = self._sock, None
             process, self._process = self._process, None
-            self._dead = True
         if sock is not None:
             sock.close()
         if process is not None:
@@ -218,16 +214,6 @@ class ForkServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _running(pid: int) -> bool:
-    """Whether a process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 _SERVERS: dict[tuple[str, tuple[tuple[str, str], ...]], ForkServer] = {}
@@ -332,14 +318,14 @@ class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
     template, is launched as usual.
     """
 
-    server = AnyTrait(None, allow_none=True, help="The ForkServer to use, or None to pick one.")
     nice = Int(None, allow_none=True, help="Niceness the kernel starts with; None leaves it.")
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         if cmd[:3] != [sys.executable, "-m", "ipykernel_launcher"]:
             return await super().launch_kernel(cmd, **kwargs)
         env = kwargs.get("env") or dict(os.environ)
-        server = self.server or server_for(env)
+        cwd = str(kwargs.get("cwd") or os.getcwd())
+        server = server_for(env)
         opened: list[int] = []
         try:
             stdio = []
@@ -349,7 +335,7 @@ class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
                 stdio.append(fd)
                 if ours:
                     opened.append(fd)
-            future = server.spawn(cmd[3:], cwd=str(kwargs.get("cwd") or os.getcwd()), env=env,
+            future = server.spawn(cmd[3:], cwd=cwd, env=env,
                                   stdio=(stdio[0], stdio[1], stdio[2]), nice=self.nice)
             try:
                 pid = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
@@ -366,5 +352,5 @@ class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
                 os.close(fd)
         self.process = ForkedProcess(server, pid)
         self.pid = self.pgid = pid
-        self.cwd = kwargs.get("cwd", os.getcwd())
+        self.cwd = cwd
         return self.connection_info

@@ -7,7 +7,8 @@ request makes it fork, and the forked copy becomes a kernel at once, about
 
 It is run as ``python -c <this file's text> FD BOOTSTRAP``: FD is its end of a
 ``SOCK_SEQPACKET`` socket pair, one JSON object per packet; BOOTSTRAP is the
-path of :mod:`._kernel_bootstrap`, whose ``lower_priority`` it uses.
+path of :mod:`._kernel_bootstrap`, whose ``lower_priority`` and
+``_become_subreaper`` it uses.
 
 - Request ``{"id", "argv", "cwd", "env", "nice"}`` with three file descriptors (the
   kernel's stdin, stdout and stderr) attached: fork a kernel that runs
@@ -68,10 +69,6 @@ def _preload() -> None:
         _LAUNCHER = spec.origin
 
 
-def _exit_code(status: int) -> int:
-    return os.waitstatus_to_exitcode(status)
-
-
 def _become_kernel(request: dict, fds: list, template_fds: list) -> int:
     """In the forked child: turn into the kernel; returns its exit code."""
     for fd in template_fds:
@@ -117,15 +114,6 @@ def _send(sock: socket.socket, message: dict) -> None:
     sock.send(json.dumps(message).encode())
 
 
-def _become_subreaper() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
-
-
 def _kill_strays(kernels: set) -> None:
     """Kill children that are not kernels: orphans of a kernel that died.
 
@@ -161,7 +149,7 @@ def _reap(sock: socket.socket, kernels: set) -> None:
         if pid in kernels:
             kernels.discard(pid)
             ended = True
-            _send(sock, {"exited": pid, "code": _exit_code(status)})
+            _send(sock, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
     if ended:
         _kill_strays(kernels)
 
@@ -175,7 +163,7 @@ def main(fd: int, bootstrap: str) -> None:
     # What the template loaded is never garbage: keep the kernels' collections off
     # it, so they neither walk it (50 ms a time) nor copy its pages by touching it.
     gc.freeze()
-    _become_subreaper()
+    _BOOTSTRAP["_become_subreaper"]()
     kernels: set = set()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
