@@ -51,9 +51,12 @@ from pyvision_magic._kernel_pool import KernelPool  # noqa: E402
 
 
 def _cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time a process has used so far (Linux ``/proc``)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    """User + system CPU time a process has used so far (Linux ``/proc``; else NaN)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
     # Fields 14 and 15 of stat(5) (utime, stime), counted after the ")" of the name.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -187,13 +190,7 @@ async def _ours(n: int, **settings: Any) -> list[float]:
 
 
 async def _kernel_wait(repeats: int) -> tuple[float, float]:
-    cold = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        kernel = ChildKernel()
-        await kernel.start()
-        cold.append(time.perf_counter() - started)
-        await kernel.shutdown()
+    cold, _ = await _our_start(repeats)
     warm = []
     async with KernelPool(size=1) as pool:
         for _ in range(repeats):
@@ -203,28 +200,17 @@ async def _kernel_wait(repeats: int) -> tuple[float, float]:
             kernel = await pool.acquire()
             warm.append(time.perf_counter() - started)
             await kernel.shutdown()
-    return statistics.median(warm), statistics.median(cold)
-
-
-async def _cold_start(repeats: int, **settings: Any) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        kernel = ChildKernel(**settings)
-        await kernel.start()
-        times.append(time.perf_counter() - started)
-        await kernel.shutdown()
-    return statistics.median(times)
+    return statistics.median(warm), cold
 
 
 async def _sandbox_rows(quick: bool, plain_execute: float) -> list[dict[str, Any]]:
     if shutil.which("bwrap") is None:
         return []
     repeats, n = (2, 50) if quick else (5, 300)
-    await _cold_start(1, sandbox=True)  # the one-time bwrap check is not part of a start
-    boxed_start = await _cold_start(repeats, sandbox=True)
+    await _our_start(1, sandbox=True)  # the one-time bwrap check is not part of a start
+    boxed_start, _ = await _our_start(repeats, sandbox=True)
     # The sandbox launches its kernel (no template); compare with a plain launch.
-    plain_start = await _cold_start(repeats, fork=False)
+    plain_start, _ = await _our_start(repeats, fork=False)
     boxed = statistics.mean(await _ours(n, sandbox=True))
     return [
         {"figure": "sandbox: start (s), sandboxed vs plain launched", "ours": boxed_start,
