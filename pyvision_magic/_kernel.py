@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Int, Unicode
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode, Union, validate
 from traitlets.config import LoggingConfigurable
 
 from ._errors import ImageInputError, KernelError, KernelStartError
@@ -30,7 +30,7 @@ from ._kernel_interpreter import (
     libraries_of_this_interpreter_if_known,
 )
 from ._kernel_output import OutputCollector, execution_result
-from ._kernel_sandbox import check_bwrap
+from ._kernel_sandbox import Isolation, choose_isolation, make_undumpable
 from ._kernel_workspace import Workspace
 from ._records import ExecutionResult, ImageInput
 
@@ -139,17 +139,27 @@ class ChildKernel(Executor, LoggingConfigurable):
         "Used on Linux for kernels of this interpreter outside the sandbox; elsewhere, "
         "or if the template fails, kernels are launched the usual way.",
     ).tag(config=True)
-    sandbox = Bool(
-        False,
+    sandbox = Union(
+        [Bool(), CaselessStrEnum(["auto", "true", "false"])],
+        default_value="auto",
         help="Run the kernel inside a bubblewrap sandbox (Linux): no network, a read-only "
-        "filesystem except the scratch directory, private /tmp, own process namespace. "
-        "Needs the `bwrap` executable and user namespaces.",
+        "filesystem except the scratch directory, private bounded /tmp, its own process "
+        "namespace, no view of your processes, kernels or Jupyter's secrets. \"auto\" "
+        "(the default) uses it where bwrap works and otherwise runs the tools without it, "
+        "saying so once (see `isolation`); True refuses to start without it; False turns "
+        "it off. Without the sandbox, kernels are still confined by Landlock where the "
+        "Linux kernel has it (see the README, Security model).",
     ).tag(config=True)
     bwrap_path = Unicode(
         "bwrap",
-        help="The bubblewrap executable used when sandbox is True: a path, or a name "
-        "looked up on PATH.",
+        help="The bubblewrap executable used by the sandbox: a path, or a name looked up "
+        "on PATH.",
     ).tag(config=True)
+
+    @validate("sandbox")
+    def _check_sandbox(self, proposal: Any) -> bool | str:
+        value = proposal["value"]  # "true"/"false" come from the command line or config
+        return {"auto": "auto", "true": True, "false": False}.get(str(value).lower(), value)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -162,6 +172,7 @@ class ChildKernel(Executor, LoggingConfigurable):
         self._images: list[ImageInput] = []
         self._bound_names: list[str] = []
         self._libraries: list[str] | None = None
+        self._isolation: Isolation | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -187,10 +198,31 @@ class ChildKernel(Executor, LoggingConfigurable):
         return Path(self._workspace.scratch) if self._workspace else None
 
     @property
+    def _can_fork(self) -> bool:
+        return bool(self.fork and self.kernel_name is None and fork_supported())
+
+    @property
     def forked(self) -> bool:
-        """Whether kernel processes are forked from a template (see :attr:`fork`)."""
-        return bool(self.fork and self.kernel_name is None and not self.sandbox
-                    and fork_supported())
+        """Whether kernel processes are forked from a template (see :attr:`fork`).
+
+        In the sandbox that needs Landlock's signal scoping (Linux 6.12) and no
+        ``scratch_dir``; known for sure once started.
+        """
+        if self._isolation is None:
+            return self._can_fork and self.sandbox is not True
+        return bool(self._can_fork and self._workspace is not None
+                    and (not self._isolation.sandboxed or self._workspace.shared_sandbox))
+
+    @property
+    def isolation(self) -> Isolation | None:
+        """How the tools are confined (see :class:`~._kernel_sandbox.Isolation`), once
+        started; ``isolation.describe()`` is the one line to show the user."""
+        return self._isolation
+
+    @property
+    def sandboxed(self) -> bool:
+        """Whether the tools run in the sandbox (known once started)."""
+        return bool(self._isolation and self._isolation.sandboxed)
 
     @property
     def is_ready(self) -> bool:
@@ -246,8 +278,13 @@ class ChildKernel(Executor, LoggingConfigurable):
 
     async def _first_start(self) -> None:
         # Checked before anything is made, so a missing bwrap fails at once and cleanly.
-        bwrap = await check_bwrap(self.bwrap_path) if self.sandbox else None
-        self._workspace = Workspace.create(self.scratch_dir, bwrap)
+        isolation = await choose_isolation(self.sandbox, self.bwrap_path,
+                                           can_share=self._can_fork and not self.scratch_dir)
+        if isolation.kind == "landlock":
+            make_undumpable()
+        self._isolation = isolation
+        self._workspace = Workspace.create(self.scratch_dir, isolation, fork=self._can_fork,
+                                           memory_limit=self.memory_limit)
         try:
             await self._launch()
         except BaseException:
@@ -256,7 +293,7 @@ class ChildKernel(Executor, LoggingConfigurable):
             raise
         if self._interpreter:
             self.log.info(describe_interpreter(
-                self._interpreter, kernel_name=self.kernel_name, sandboxed=self.sandbox
+                self._interpreter, kernel_name=self.kernel_name, sandboxed=isolation.sandboxed
             ))
         if self._state is _State.STARTING:  # not if shut down meanwhile
             self._state = _State.READY
@@ -265,12 +302,10 @@ class ChildKernel(Executor, LoggingConfigurable):
         """Start one kernel process, connect to it and run the bootstrap."""
         workspace = self._workspace
         assert workspace is not None
-        base, command_prefix, env = workspace.new_launch(os.environ, self.extra_env)
         self._conn = await KernelConnection.launch(
             kernel_name=self.kernel_name,
-            base=base,
+            launch=workspace.new_launch(os.environ, self.extra_env),
             cwd=workspace.scratch,
-            env=env,
             startup_timeout=self.startup_timeout,
             config={
                 "max_images": self.max_images,
@@ -279,10 +314,8 @@ class ChildKernel(Executor, LoggingConfigurable):
                 "file_size_limit": self.file_size_limit,
                 "nice": self.nice,
             },
-            command_prefix=command_prefix,
             stopped=lambda: self._state is _State.CLOSED,
             log=self.log,
-            fork=self.forked,
         )
         self._interpreter = self._conn.interpreter or self._interpreter
 
@@ -356,7 +389,7 @@ class ChildKernel(Executor, LoggingConfigurable):
 
     async def _bind(self, images: Sequence[ImageInput]) -> list[str]:
         assert self._workspace is not None and self._conn is not None
-        items = self._workspace.write_inputs(images)
+        items = self._workspace.write_inputs(images, forked=self._conn.forked)
         try:
             names = await self._conn.call(f"bind_inputs({items!r})")
         except KernelError as exc:

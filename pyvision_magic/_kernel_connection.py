@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ from ._errors import KernelError, KernelStartError
 from ._kernel_env import MARKER_VARIABLE, kernel_tree, kill_processes
 from ._kernel_forkserver import ForkedProvisioner
 from ._kernel_output import OutputCollector, collect_message
-from ._kernel_sandbox import SandboxKernelManager, sandboxed_kernel_pid
+from ._kernel_sandbox import SandboxKernelManager, host_pid, sandboxed_kernel_pid
+from ._kernel_workspace import Launch
 
 __all__ = ["THIS_INTERPRETER", "ThisInterpreterSpecs", "KernelConnection", "Ran"]
 
@@ -120,7 +121,7 @@ class KernelConnection:
         self.km = km
         self.client: Any = None
         self.marker = marker
-        self.sandboxed = bool(km.command_prefix)
+        self.sandboxed = km.sandboxed
         #: ``{"executable": ..., "version": ...}`` of the kernel's Python, once booted.
         self.interpreter: dict[str, str] = {}
         self._stopped = stopped
@@ -132,21 +133,19 @@ class KernelConnection:
         cls,
         *,
         kernel_name: str | None,
-        base: str,
+        launch: Launch,
         cwd: str,
-        env: Mapping[str, str],
         startup_timeout: float,
         config: dict[str, Any],
-        command_prefix: list[str],
         stopped: Callable[[], bool],
         log: logging.Logger,
-        fork: bool = False,
     ) -> "KernelConnection":
         """Start a kernel, connect to it and run the bootstrap.
 
-        ``base`` is the path prefix of its connection file, sockets and log;
-        ``command_prefix`` wraps its command (the sandbox), empty for none;
-        ``fork`` forks it from a template process (see :mod:`._kernel_forkserver`).
+        ``launch`` (see :class:`~._kernel_workspace.Launch`) says where its
+        connection file, sockets and log go, what wraps its command (the
+        sandbox, or the Landlock guard), and the template that forks it, if any
+        (see :mod:`._kernel_forkserver`).
 
         Raises
         ------
@@ -154,23 +153,27 @@ class KernelConnection:
             If the kernel cannot start or set itself up; nothing is left running.
         """
         marker = uuid.uuid4().hex
+        base = launch.base
         km = SandboxKernelManager(
             kernel_name=kernel_name or THIS_INTERPRETER,
             kernel_spec_manager=ThisInterpreterSpecs(),
             transport="ipc",
             ip=base,
             connection_file=base + ".json",
-            command_prefix=command_prefix,
+            command_prefix=launch.command_prefix,
+            sandboxed=launch.sandboxed,
         )
-        if fork:
+        if launch.server is not None and kernel_name is None:
             km.kernel_id = str(uuid.uuid4())
             km.provisioner = ForkedProvisioner(
                 kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km,
-                nice=config.get("nice"),
+                nice=config.get("nice"), server=launch.server, landlock=launch.landlock,
+                prefix_length=len(launch.command_prefix),
             )
         connection = cls(km, marker, stopped, log)
         try:
-            await connection._start(kernel_name, base, cwd, {**env, MARKER_VARIABLE: marker},
+            await connection._start(kernel_name, base, cwd,
+                                    {**launch.env, MARKER_VARIABLE: marker},
                                     startup_timeout, config)
         except BaseException:
             await connection.close()
@@ -216,8 +219,6 @@ class KernelConnection:
                 f"The child kernel did not become ready within {startup_timeout:g} s; "
                 f"its log is {base}.log."
             )
-        if self.sandboxed:
-            self._kernel_pid = sandboxed_kernel_pid(self.km.provisioner.pid)  # type: ignore[union-attr]
         reply = await self.silent(
             _boot_code(config),
             timeout=startup_timeout,
@@ -257,11 +258,24 @@ class KernelConnection:
         return False
 
     @property
+    def forked(self) -> bool:
+        """Whether this kernel was forked from a template."""
+        return bool(getattr(self.km.provisioner, "forked", False))
+
+    @property
     def pid(self) -> int | None:
         """The kernel's process id as this process sees it (not bwrap's, if sandboxed)."""
+        provisioner: Any = self.km.provisioner
+        if self._kernel_pid is None and provisioner is not None and self.sandboxed:
+            if self.forked:  # the template told its own namespace's pid
+                server = provisioner.server
+                template = server.process_pid
+                self._kernel_pid = host_pid(provisioner.process.pid, template) if template else None
+            else:
+                self._kernel_pid = sandboxed_kernel_pid(provisioner.pid)
         if self.sandboxed:
             return self._kernel_pid
-        return getattr(self.km.provisioner, "pid", None)
+        return getattr(provisioner, "pid", None)
 
     async def close(self) -> None:
         """Kill the kernel and every process it started."""
@@ -290,7 +304,7 @@ class KernelConnection:
         code = process.poll() if process is not None else None
         if code is None:
             return ""
-        if self.sandboxed and code > 128:
+        if self.sandboxed and not self.forked and code > 128:
             code = 128 - code  # bwrap exits with 128 + the signal that ended the kernel
         if code < 0:
             try:

@@ -39,23 +39,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Int
 
-from . import _kernel_bootstrap, _kernel_template
-from ._kernel_env import MARKER_VARIABLE, process_running
+from . import _kernel_bootstrap, _kernel_landlock, _kernel_template
+from ._kernel_env import MARKER_VARIABLE
 
 __all__ = ["ForkServer", "ForkServerError", "ForkedProcess", "ForkedProvisioner",
            "fork_supported", "server_for"]
 
 # Variables that differ from kernel to kernel and so do not pick the template.
-_PER_KERNEL = frozenset({MARKER_VARIABLE, "JPY_PARENT_PID", "JPY_SESSION_NAME"})
+_PER_KERNEL = frozenset({MARKER_VARIABLE, "JPY_PARENT_PID", "JPY_SESSION_NAME", "MPLCONFIGDIR"})
 # How long a spawn may wait for the template to import and fork.
 _SPAWN_TIMEOUT = 60.0
+
+
+#: Starts the templates (see ``ForkServer._start``); its thread ends at exit.
+_LAUNCHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pyvision-template-launcher")
 
 
 class ForkServerError(RuntimeError):
@@ -73,12 +77,22 @@ class ForkServer:
     Thread-safe; a reader thread receives the template's replies and the exit
     codes of its kernels. Create it with the environment the kernels will have
     (per-kernel variables excepted), then :meth:`spawn`.
+
+    With a ``prefix`` (the bwrap call of :func:`~._kernel_sandbox.template_argv`)
+    the template runs inside the sandbox: kernel pids are then those of the
+    sandbox's process namespace, meaningless here, so every signal goes through
+    the template (:meth:`signal`), which also knows whether a pid is still its
+    kernel's. ``translate`` is ``(outside, inside)``, the shared kernel folder
+    as this process and the sandbox see it.
     """
 
-    def __init__(self, env: Mapping[str, str], *, python: str | None = None) -> None:
+    def __init__(self, env: Mapping[str, str], *, python: str | None = None,
+                 prefix: Sequence[str] = (), translate: tuple[str, str] | None = None) -> None:
         self.env = dict(env)
         #: The interpreter of the template, hence of its kernels.
         self.python = python or sys.executable
+        self.prefix = list(prefix)
+        self.translate = translate
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._sock: socket.socket | None = None
@@ -87,6 +101,12 @@ class ForkServer:
         self._exits: dict[int, int] = {}
         self._next_id = 0
         self.template_pid: int | None = None
+
+    @property
+    def process_pid(self) -> int | None:
+        """Pid of the template's process here (bwrap's, in the sandbox)."""
+        process = self._process
+        return process.pid if process is not None else None
 
     @property
     def alive(self) -> bool:
@@ -102,25 +122,32 @@ class ForkServer:
             # ps and top show this first line for the template and for every kernel.
             source = "# pyvision_magic kernel template\n" + Path(
                 _kernel_template.__file__).read_text(encoding="utf-8")
-            self._process = subprocess.Popen(
-                [self.python, "-c", source, str(theirs.fileno()), _kernel_bootstrap.__file__],
+            # From a thread that lives as long as this process: bwrap's
+            # --die-with-parent follows the *thread* that started it.
+            self._process = _LAUNCHER.submit(
+                subprocess.Popen,
+                [*self.prefix, self.python, "-c", source, str(theirs.fileno()),
+                 _kernel_bootstrap.__file__, _kernel_landlock.__file__],
                 pass_fds=[theirs.fileno()],
                 env=self.env,
                 cwd="/",
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-            )
+                # Not in the caller's process group: a notebook kernel's shutdown
+                # signals its group and waits for what is in it.
+                start_new_session=True,
+            ).result()
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
         self._sock = ours
-        threading.Thread(target=self._read, args=(ours,), name="pyvision-fork-server",
-                         daemon=True).start()
+        threading.Thread(target=self._read, args=(ours, self._process),
+                         name="pyvision-fork-server", daemon=True).start()
 
-    def _read(self, sock: socket.socket) -> None:
+    def _read(self, sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
         while True:
             try:
                 data = sock.recv(1 << 16)
@@ -149,12 +176,22 @@ class ForkServer:
                 future.set_exception(ForkServerError("the template process ended"))
             self._pending.clear()
             self._changed.notify_all()
+        try:  # collect it: a zombie would keep its pid, and a notebook's shutdown waiting
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     def spawn(self, argv: list[str], *, cwd: str, env: Mapping[str, str],
-              stdio: tuple[int, int, int], nice: int | None = None) -> concurrent.futures.Future[int]:
+              stdio: tuple[int, int, int], nice: int | None = None,
+              connection_file: str | None = None,
+              landlock: dict[str, Any] | None = None) -> concurrent.futures.Future[int]:
         """Ask for a kernel running ``ipykernel_launcher argv``; the future gives its pid.
 
         ``nice`` lowers its CPU priority from the start (see ``ChildKernel.nice``).
+        ``connection_file`` (a path in ``argv``) is moved into the kernel's memory
+        before it starts; ``landlock`` is the spec the kernel applies to itself
+        (see :func:`._kernel_landlock.apply`).
 
         ``stdio`` are the file descriptors for its stdin, stdout and stderr; they
         are passed over the socket, so the caller may close them afterwards.
@@ -167,7 +204,8 @@ class ForkServer:
             future: concurrent.futures.Future[int] = concurrent.futures.Future()
             self._pending[self._next_id] = future
             request = {"id": self._next_id, "argv": list(argv), "cwd": cwd, "env": dict(env),
-                       "nice": nice}
+                       "nice": nice, "connection_file": connection_file, "landlock": landlock,
+                       "translate": self.translate}
             try:
                 socket.send_fds(self._sock, [json.dumps(request).encode()], list(stdio))
             except OSError as exc:
@@ -175,14 +213,25 @@ class ForkServer:
                 raise ForkServerError(f"the template process is gone ({exc})") from exc
         return future
 
+    def signal(self, pid: int, signum: int) -> None:
+        """Signal the process group of a kernel of this template, if it still runs."""
+        with self._lock:
+            if self._sock is None or pid in self._exits:
+                return
+            try:
+                self._sock.send(json.dumps({"signal": pid, "signum": signum}).encode())
+            except OSError:  # the template is gone, and its kernels with it
+                pass
+
     def exit_code(self, pid: int) -> int | None:
         """The exit code of a forked kernel, or None while it runs."""
         with self._lock:
             if pid in self._exits:
                 return self._exits[pid]
-            dead = self._sock is None
-        if dead and not process_running(pid):
-            return 1  # its template died first, so nobody reported how it ended
+            if self._sock is None:
+                # Its template died first, and took its kernels along (they die
+                # with their parent, or with the sandbox's process namespace).
+                return -signal.SIGKILL
         return None
 
     def wait_exit(self, pid: int, timeout: float | None) -> int | None:
@@ -207,6 +256,12 @@ class ForkServer:
             sock, self._sock = self._sock, None
             process, self._process = self._process, None
         if sock is not None:
+            # shutdown() first: the reader thread blocks in recv() on this socket,
+            # and close() alone would neither wake it nor send the template EOF.
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             sock.close()
         if process is not None:
             try:
@@ -216,17 +271,19 @@ class ForkServer:
                 process.wait()
 
 
-_SERVERS: dict[tuple[str, tuple[tuple[str, str], ...]], ForkServer] = {}
+_SERVERS: dict[tuple[Any, ...], ForkServer] = {}
 _SERVERS_LOCK = threading.Lock()
 
 
-def server_for(env: Mapping[str, str]) -> ForkServer:
-    """The template for kernels with this environment (one per distinct environment)."""
-    key = (sys.executable, tuple(sorted((k, v) for k, v in env.items() if k not in _PER_KERNEL)))
+def server_for(env: Mapping[str, str], *, prefix: Sequence[str] = (),
+               translate: tuple[str, str] | None = None) -> ForkServer:
+    """The template for kernels with this environment and sandbox (one for each)."""
+    variables = tuple(sorted((k, v) for k, v in env.items() if k not in _PER_KERNEL))
+    key = (sys.executable, variables, tuple(prefix), translate)
     with _SERVERS_LOCK:
         server = _SERVERS.get(key)
         if server is None:
-            server = _SERVERS[key] = ForkServer(dict(key[1]))
+            server = _SERVERS[key] = ForkServer(dict(variables), prefix=prefix, translate=translate)
         return server
 
 
@@ -245,7 +302,8 @@ if hasattr(os, "register_at_fork"):
 
 
 @atexit.register
-def _close_servers() -> None:
+def close_servers() -> None:
+    """End every template of this process (at exit; their kernels end with them)."""
     with _SERVERS_LOCK:
         servers = list(_SERVERS.values())
         _SERVERS.clear()
@@ -280,11 +338,9 @@ class ForkedProcess:
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
+        # Through the template, which signals only a kernel it has not reaped.
         if self.poll() is None:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
+            self.server.signal(self.pid, signum)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -302,30 +358,48 @@ def _fd(stream: Any, mode: int) -> tuple[int, bool]:
     return stream.fileno(), False
 
 
-def _kill_late_kernel(future: concurrent.futures.Future[int]) -> None:
+def _kill_late_kernel(server: ForkServer, future: concurrent.futures.Future[int]) -> None:
     if not future.cancelled() and future.exception() is None:
-        try:
-            os.kill(future.result(), signal.SIGKILL)
-        except OSError:
-            pass
+        server.signal(future.result(), signal.SIGKILL)
 
 
 class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
     """A provisioner whose kernels are forked by a :class:`ForkServer`.
 
-    It takes the command jupyter_client built (``python -m ipykernel_launcher
-    ARGS``) and has the template run ``ARGS``; anything else, or a failing
-    template, is launched as usual.
+    It takes the command jupyter_client built (``[PREFIX...] python -m
+    ipykernel_launcher ARGS``) and has the template run ``ARGS``; anything
+    else, or a failing template, is launched as usual, prefix included (the
+    sandbox or the Landlock guard, so a fallback is never less protected).
+    Signals go through the template (see :meth:`ForkServer.signal`).
     """
 
     nice = Int(None, allow_none=True, help="Niceness the kernel starts with; None leaves it.")
+    prefix_length = Int(0, help="Arguments before the kernel's own command (the wrapper).")
+
+    def __init__(self, *, server: ForkServer, landlock: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.server = server
+        self.landlock = landlock
+
+    @property
+    def forked(self) -> bool:
+        """Whether the running kernel was forked (not launched after a failure)."""
+        return isinstance(self.process, ForkedProcess)
+
+    async def send_signal(self, signum: int) -> None:
+        if self.forked:
+            self.process.send_signal(signum)  # never killpg: the pid may be the sandbox's
+            return
+        await super().send_signal(signum)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        if cmd[:3] != [sys.executable, "-m", "ipykernel_launcher"]:
+        own = cmd[self.prefix_length:]
+        if own[:3] != [sys.executable, "-m", "ipykernel_launcher"]:
             return await super().launch_kernel(cmd, **kwargs)
         env = kwargs.get("env") or dict(os.environ)
         cwd = str(kwargs.get("cwd") or os.getcwd())
-        server = server_for(env)
+        server = self.server
         opened: list[int] = []
         try:
             stdio = []
@@ -335,14 +409,16 @@ class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
                 stdio.append(fd)
                 if ours:
                     opened.append(fd)
-            future = server.spawn(cmd[3:], cwd=cwd, env=env,
-                                  stdio=(stdio[0], stdio[1], stdio[2]), nice=self.nice)
+            future = server.spawn(own[3:], cwd=cwd, env=env,
+                                  stdio=(stdio[0], stdio[1], stdio[2]), nice=self.nice,
+                                  connection_file=self.parent.connection_file,
+                                  landlock=self.landlock)
             try:
                 pid = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
                                              _SPAWN_TIMEOUT)
             except BaseException:
                 # Given up on (timeout, cancel): a kernel forked later must not linger.
-                future.add_done_callback(_kill_late_kernel)
+                future.add_done_callback(lambda done: _kill_late_kernel(server, done))
                 raise
         except (ForkServerError, OSError, asyncio.TimeoutError) as exc:
             self.log.warning("Forking a kernel failed (%s); launching it the usual way.", exc)
@@ -351,6 +427,8 @@ class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
             for fd in opened:
                 os.close(fd)
         self.process = ForkedProcess(server, pid)
-        self.pid = self.pgid = pid
+        # pid is the template's view (the sandbox's namespace); no process group
+        # is signalled from here.
+        self.pid, self.pgid = (None if server.prefix else pid), None
         self.cwd = cwd
         return self.connection_info

@@ -54,20 +54,147 @@ provisioner, whose SIGKILL of the whole group ends the sandbox.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from jupyter_client import AsyncKernelManager
-from traitlets import List, Unicode
+from traitlets import Bool, List, Unicode
 
+from . import _kernel_landlock
 from ._errors import KernelStartError
 from ._kernel_env import proc_pids, process_links
 
-__all__ = ["SandboxKernelManager", "bwrap_argv", "check_bwrap", "sandboxed_kernel_pid"]
+__all__ = ["Isolation", "SandboxKernelManager", "bwrap_argv", "check_bwrap", "choose_isolation",
+           "guard_argv", "hidden_jupyter_paths", "sandboxed_kernel_pid", "template_argv"]
+
+#: Where the sandbox shows the folder that holds every kernel's folders.
+SHARED_INSIDE = "/run/pyvision"
+#: Landlock ABI with signal and abstract-socket scoping (Linux 6.12).
+_SCOPED_ABI = 6
+_log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """How the kernels of one :class:`~._kernel.ChildKernel` are confined.
+
+    ``kind`` is ``"sandbox"`` (bubblewrap; ``shared``: kernels forked by a
+    template inside one sandbox, each kernel also confined by Landlock, else one
+    sandbox per kernel), ``"landlock"`` (no sandbox; each kernel confined by
+    Landlock and without capabilities, this process made non-dumpable) or
+    ``"none"``. ``note`` says why the sandbox is not used, when it is not.
+    """
+
+    kind: str
+    bwrap: str | None = None
+    shared: bool = False
+    note: str = ""
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.kind == "sandbox"
+
+    def describe(self) -> str:
+        """One line for the user: what protects the tools here."""
+        if self.sandboxed:
+            return "sandboxed (bubblewrap: no network, read-only files, own processes)"
+        why = f": {self.note}" if self.note else ""
+        return (f"unsandboxed{why}; tools can use the network and write your files "
+                "(see the README, Security model)")
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI of this kernel, 0 without (probed once)."""
+    if "abi" not in _LANDLOCK_ABI:
+        _LANDLOCK_ABI["abi"] = _kernel_landlock.abi_version()
+    return _LANDLOCK_ABI["abi"]
+
+
+_LANDLOCK_ABI: dict[str, int] = {}
+
+
+async def choose_isolation(requested: bool | str, bwrap_path: str, *, can_share: bool) -> Isolation:
+    """Resolve ``ChildKernel.sandbox`` (True, False or "auto") to an :class:`Isolation`.
+
+    ``can_share`` says whether kernels may be forked from a template (this
+    interpreter, Linux, no user scratch folder); in the sandbox that also needs
+    Landlock's signal scoping, which keeps the kernels of one sandbox apart.
+
+    Raises
+    ------
+    KernelStartError
+        If the sandbox is asked for (True) but cannot be built here.
+    """
+    abi = landlock_abi()
+    fallback = "landlock" if abi >= 1 else "none"
+    if requested is False:
+        return Isolation(fallback, note="the sandbox is turned off")
+    try:
+        bwrap = await check_bwrap(bwrap_path)
+    except KernelStartError as exc:
+        if requested is True:
+            raise
+        note = str(exc).rstrip(".")
+        if note not in _WARNED:
+            _WARNED.add(note)
+            _log.warning("Tools run unsandboxed: %s.", note)
+        return Isolation(fallback, note=note)
+    return Isolation("sandbox", bwrap, shared=can_share and abi >= _SCOPED_ABI)
+
+
+def hidden_jupyter_paths() -> list[str]:
+    """Folders with Jupyter's secrets: the runtime dir (kernel connection files,
+    server tokens) and, in a notebook, the folder of this kernel's connection file.
+    """
+    paths = []
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        paths.append(jupyter_runtime_dir())
+    except Exception:  # noqa: BLE001 - jupyter_core is a dependency; be safe anyway
+        pass
+    ipykernel = sys.modules.get("ipykernel.connect")
+    if ipykernel is not None:
+        try:
+            paths.append(os.path.dirname(ipykernel.get_connection_file()))
+        except Exception:  # noqa: BLE001 - not inside a kernel
+            pass
+    found = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in found and real != "/":
+            found.append(real)
+    return found
+
+
+def make_undumpable() -> None:
+    """Make this process non-dumpable: outside the sandbox, a tool (same user,
+    no capabilities) then cannot read its environment (the API key) or memory.
+
+    The cost: no core dumps of this process, and attaching a debugger or
+    profiler (py-spy, gdb) to it needs root.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+        except (OSError, AttributeError):
+            pass
+
+
+def guard_argv(hidden: list[str], connection_file: str) -> list[str]:
+    """Prefix that launches a kernel under Landlock outside the sandbox."""
+    spec = json.dumps({"mode": "hide", "hidden": hidden})
+    return [sys.executable, "-I", "-S", _kernel_landlock.__file__, "--guard", spec,
+            "--connection-file", connection_file, "--"]
 
 # Resolved bwrap path -> None if it works, else the error message; checked once.
 _CHECKED: dict[str, str | None] = {}
@@ -149,7 +276,40 @@ def _namespace_args() -> list[str]:
             "--cap-drop", "ALL"]
 
 
-def bwrap_argv(bwrap: str, *, writable: list[str], workdir: str) -> list[str]:
+def _memory_mounts(memory_limit: int | None) -> list[str]:
+    """The in-memory mounts, each bounded: they hold host memory the tools use."""
+    size = str(memory_limit or 2**30)
+    return ["--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/dev/shm",
+            "--size", str(2**20), "--tmpfs", "/run"]
+
+
+def _hide_jupyter() -> list[str]:
+    argv: list[str] = []
+    for path in hidden_jupyter_paths():
+        if os.path.isdir(path) and not any(
+                path == d or path.startswith(d + os.sep) for d in _MASKED):
+            argv += ["--tmpfs", path]
+    return argv
+
+
+def template_argv(bwrap: str, *, shared: str, memory_limit: int | None) -> list[str]:
+    """The bwrap call around a kernel template: one sandbox for all its kernels.
+
+    ``shared`` (the folder that holds every kernel folder of this process) is
+    shown at :data:`SHARED_INSIDE`; each kernel sees only its own folders there
+    (Landlock, see :func:`._kernel_landlock.confine_rules`).
+    """
+    argv = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc",
+            "--dev", "/dev", *_memory_mounts(memory_limit), *_hide_jupyter()]
+    for path in interpreter_paths():
+        argv += ["--ro-bind", path, path]
+    real = os.path.realpath(shared)
+    argv += ["--bind", real, SHARED_INSIDE, "--unsetenv", "JPY_PARENT_PID", "--chdir", "/", "--"]
+    return argv
+
+
+def bwrap_argv(bwrap: str, *, writable: list[str], workdir: str,
+               memory_limit: int | None = None) -> list[str]:
     """The command-line prefix that runs a kernel command inside the sandbox.
 
     Parameters
@@ -164,7 +324,7 @@ def bwrap_argv(bwrap: str, *, writable: list[str], workdir: str) -> list[str]:
         The kernel's working directory.
     """
     argv = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc",
-            "--dev", "/dev", *[arg for d in _MASKED for arg in ("--tmpfs", d)]]
+            "--dev", "/dev", *_memory_mounts(memory_limit), *_hide_jupyter()]
     # Binds come after the tmpfs mounts: the directories usually live under /tmp.
     for path in interpreter_paths():
         argv += ["--ro-bind", path, path]
@@ -187,6 +347,33 @@ def _sandbox_processes(bwrap_pid: int) -> list[int]:
     )
 
 
+def host_pid(inner_pid: int, ancestor: int) -> int | None:
+    """The pid here of the process that is ``inner_pid`` in a sandbox below ``ancestor``."""
+    links = {pid: process_links(pid) for pid in proc_pids()}
+
+    def below(pid: int) -> bool:
+        seen = 0
+        while pid > 1 and seen < 64:
+            link = links.get(pid)
+            if link is None:
+                return False
+            pid, seen = link[0], seen + 1
+            if pid == ancestor:
+                return True
+        return False
+
+    for pid in links:
+        try:
+            with open(f"/proc/{pid}/status", encoding="utf-8") as status:
+                line = next((l for l in status if l.startswith("NSpid:")), "")
+        except OSError:
+            continue
+        ids = line.split()[1:]
+        if len(ids) > 1 and ids[-1] == str(inner_pid) and below(pid):
+            return pid
+    return None
+
+
 def sandboxed_kernel_pid(bwrap_pid: int | None) -> int | None:
     """The kernel's pid as the parent sees it: the child of bwrap's reaper."""
     if bwrap_pid is None:
@@ -206,13 +393,17 @@ class SandboxKernelManager(AsyncKernelManager):
     command_prefix = List(
         Unicode(), help="Arguments put before the kernelspec's command (the bwrap call)."
     )
+    sandboxed = Bool(False, help="Whether command_prefix is a bwrap call (signals go inside).")
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         return [*self.command_prefix, *super().format_kernel_cmd(extra_arguments)]
 
     async def _async_signal_kernel(self, signum: int) -> None:
         provisioner: Any = self.provisioner
-        if not self.command_prefix or signum == signal.SIGKILL or provisioner is None:
+        if getattr(provisioner, "forked", False):  # through its template
+            await provisioner.send_signal(signum)
+            return
+        if not self.sandboxed or signum == signal.SIGKILL or provisioner is None:
             await super()._async_signal_kernel(signum)
             return
         for pid in _sandbox_processes(provisioner.pid):

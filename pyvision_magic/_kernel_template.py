@@ -5,19 +5,28 @@ program imports ipykernel, IPython, numpy and PIL once, then waits; each
 request makes it fork, and the forked copy becomes a kernel at once, about
 0.07 s of CPU later. :mod:`._kernel_forkserver` starts it and talks to it.
 
-It is run as ``python -c <this file's text> FD BOOTSTRAP``: FD is its end of a
-``SOCK_SEQPACKET`` socket pair, one JSON object per packet; BOOTSTRAP is the
-path of :mod:`._kernel_bootstrap`, whose ``lower_priority`` and
-``_become_subreaper`` it uses.
+It is run as ``python -c <this file's text> FD BOOTSTRAP LANDLOCK``: FD is its
+end of a ``SOCK_SEQPACKET`` socket pair, one JSON object per packet; BOOTSTRAP
+and LANDLOCK are the paths of :mod:`._kernel_bootstrap` (for ``lower_priority``
+and ``_become_subreaper``) and :mod:`._kernel_landlock`. It may run inside the
+bubblewrap sandbox (see :mod:`._kernel_sandbox`), where its pids are those of
+the sandbox's own process namespace and the parent's paths are seen elsewhere.
 
-- Request ``{"id", "argv", "cwd", "env", "nice"}`` with three file descriptors (the
-  kernel's stdin, stdout and stderr) attached: fork a kernel that runs
-  ``ipykernel_launcher argv``; reply ``{"id", "pid"}`` or ``{"id", "error"}``.
+- Request ``{"id", "argv", "cwd", "env", "nice", "connection_file", "landlock",
+  "translate"}`` with three file descriptors (the kernel's stdin, stdout and
+  stderr) attached: fork a kernel that runs ``ipykernel_launcher argv``; reply
+  ``{"id", "pid"}`` or ``{"id", "error"}``. Before ipykernel starts a thread the
+  kernel takes its connection file out of the file system, applies the Landlock
+  spec (see :func:`._kernel_landlock.apply`) and asks to die with the template.
+  ``translate`` is ``[outside, inside]``: the parent's path prefix of the shared
+  kernel folder and where the sandbox shows it.
+- Request ``{"signal": pid, "signum": n}``: signal that kernel's process group,
+  if it is a kernel that has not been reaped (so the pid cannot have been reused).
 - Unasked ``{"exited": pid, "code": n}`` when a kernel ends (``-n``: signal ``n``).
   The template is a subreaper: what a dead kernel left running is re-parented
   to it, and it kills those at once.
-- An empty read (the parent is gone) ends the template; its kernels notice that
-  their parent changed and quit within a second (ipykernel's parent poller).
+- An empty read (the parent is gone) ends the template; its kernels die with it
+  (``PR_SET_PDEATHSIG``, or the end of the sandbox's process namespace).
 
 Nothing here may start a thread or a zmq context before forking. The template's
 environment is already the kernels' (allowlisted, no secrets), so its memory,
@@ -50,6 +59,8 @@ PRELOAD = (
 _LAUNCHER = "ipykernel_launcher.py"
 #: The kernel bootstrap's functions (its file is the second argument).
 _BOOTSTRAP: dict = {}
+#: The Landlock module's functions (its file is the third argument).
+_LANDLOCK: dict = {}
 
 
 def _preload() -> None:
@@ -69,6 +80,34 @@ def _preload() -> None:
         _LAUNCHER = spec.origin
 
 
+def _translator(request: dict):
+    """Map the parent's paths to this side's (the identity outside the sandbox)."""
+    outside, inside = request.get("translate") or ("", "")
+    if not outside:
+        return lambda value: value
+
+    def translate(value: str) -> str:
+        if value == outside or value.startswith(outside + "/"):
+            return inside + value[len(outside):]
+        return value
+
+    return translate
+
+
+def _private_connection_file(path: str, translate) -> str:
+    """Move the connection file into memory (see ``conceal_connection_file``).
+
+    Its socket paths are the parent's; inside the sandbox they are translated.
+    """
+    with open(path, encoding="utf-8") as source:
+        info = json.load(source)
+    if isinstance(info.get("ip"), str):
+        info["ip"] = translate(info["ip"])
+    with open(path, "w", encoding="utf-8") as target:
+        json.dump(info, target)
+    return _LANDLOCK["conceal_connection_file"](path)
+
+
 def _become_kernel(request: dict, fds: list, template_fds: list) -> int:
     """In the forked child: turn into the kernel; returns its exit code."""
     for fd in template_fds:
@@ -77,6 +116,10 @@ def _become_kernel(request: dict, fds: list, template_fds: list) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setsid()  # its own process group, as jupyter_client gives a launched kernel
+    template = os.getppid()
+    _LANDLOCK["die_with_parent"]()
+    if os.getppid() != template:  # the template died before that took effect
+        return 1
     if request.get("nice") is not None:
         _BOOTSTRAP["lower_priority"](request["nice"])
     for target, fd in enumerate(fds):
@@ -87,12 +130,22 @@ def _become_kernel(request: dict, fds: list, template_fds: list) -> int:
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     sys.stdin = os.fdopen(0, "r", closefd=False)
-    os.chdir(request["cwd"])
-    env = dict(request["env"])
+    translate = _translator(request)
+    os.chdir(translate(request["cwd"]))
+    env = {name: translate(value) for name, value in request["env"].items()}
     # ipykernel quits once its parent changes; its parent is this template. (The
     # trait's default was read from the environment when the template imported it.)
     env["JPY_PARENT_PID"] = str(os.getppid())
-    argv = [*request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"]
+    argv = [translate(arg) for arg in request["argv"]]
+    connection = request.get("connection_file")
+    if connection:
+        concealed = _private_connection_file(translate(connection), translate)
+        argv = [concealed if arg == translate(connection) else arg for arg in argv]
+    argv.append(f"--IPKernelApp.parent_handle={os.getppid()}")
+    if request.get("landlock") is not None:
+        # Before ipykernel starts any thread: a domain covers only the threads
+        # started after it, and tools could run code on an older one.
+        _LANDLOCK["apply"](request["landlock"])
     os.environ.clear()
     os.environ.update(env)
     numpy = sys.modules.get("numpy")
@@ -102,7 +155,7 @@ def _become_kernel(request: dict, fds: list, template_fds: list) -> int:
         numpy.random.seed()
     from ipykernel import kernelapp
 
-    sys.argv = [_LAUNCHER, *request["argv"]]
+    sys.argv = [_LAUNCHER, *argv[:-1]]
     try:
         kernelapp.IPKernelApp.launch_instance(argv=argv)
     except SystemExit as exc:
@@ -137,6 +190,19 @@ def _kill_strays(kernels: set) -> None:
                 pass
 
 
+def _signal(kernels: set, request: dict) -> None:
+    pid = request["signal"]
+    if pid not in kernels:  # reaped already (or never ours): its pid may be reused
+        return
+    try:
+        os.killpg(pid, request["signum"])  # the kernel leads its own group
+    except OSError:
+        try:
+            os.kill(pid, request["signum"])
+        except OSError:
+            pass
+
+
 def _reap(sock: socket.socket, kernels: set) -> None:
     ended = False
     while True:
@@ -154,9 +220,10 @@ def _reap(sock: socket.socket, kernels: set) -> None:
         _kill_strays(kernels)
 
 
-def main(fd: int, bootstrap: str) -> None:
-    with open(bootstrap, encoding="utf-8") as source:
-        exec(compile(source.read(), bootstrap, "exec"), _BOOTSTRAP)
+def main(fd: int, bootstrap: str, landlock: str) -> None:
+    for path, namespace in ((bootstrap, _BOOTSTRAP), (landlock, _LANDLOCK)):
+        with open(path, encoding="utf-8") as source:
+            exec(compile(source.read(), path, "exec"), namespace)
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)
     _preload()
@@ -190,6 +257,11 @@ def main(fd: int, bootstrap: str) -> None:
             if not data:
                 return  # the parent closed its end: it is gone or done with us
             request = json.loads(data)
+            if "signal" in request:
+                for received in fds:
+                    os.close(received)
+                _signal(kernels, request)
+                continue
             try:
                 pid = os.fork()
             except OSError as exc:
@@ -221,4 +293,4 @@ def main(fd: int, bootstrap: str) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2])
+    main(int(sys.argv[1]), sys.argv[2], sys.argv[3])

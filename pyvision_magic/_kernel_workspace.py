@@ -3,23 +3,98 @@
 A :class:`Workspace` lives as long as a :class:`~._kernel.ChildKernel`; every
 kernel process launched for it (restarts included) works in the same scratch
 directory.
+
+Every folder this process makes for kernels lives under one per-process folder,
+``$TMPDIR/pyvision-<pid>-XXXX`` (:func:`process_root`): it is removed at exit,
+and a folder left by a process that was killed (a notebook kernel stopped by
+SIGKILL) is removed by the next process that makes one.
 """
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
 import tempfile
+import threading
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ._kernel_env import child_environment
-from ._kernel_sandbox import bwrap_argv
+from ._kernel_env import child_environment, process_running
+from . import _kernel_forkserver
+from ._kernel_forkserver import ForkServer, close_servers
+from ._kernel_sandbox import (SHARED_INSIDE, Isolation, bwrap_argv, guard_argv,
+                              hidden_jupyter_paths, template_argv)
 from ._records import ImageInput
 
-__all__ = ["Workspace"]
+__all__ = ["Launch", "Workspace", "process_root"]
+
+_ROOT: dict[str, str] = {}
+_ROOT_LOCK = threading.Lock()
+_ROOT_PREFIX = "pyvision-"
+
+
+def process_root() -> str:
+    """This process's folder for kernel folders (made on first use)."""
+    with _ROOT_LOCK:
+        root = _ROOT.get("path")
+        if root is None or _ROOT.get("pid") != str(os.getpid()):
+            _sweep_stale_roots()
+            root = tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-")
+            _ROOT.update(path=root, pid=str(os.getpid()))
+        return root
+
+
+def _sweep_stale_roots() -> None:
+    """Remove the folders of processes of this user that ended without cleaning up."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{_ROOT_PREFIX}*-*")):
+        pid = os.path.basename(path)[len(_ROOT_PREFIX):].partition("-")[0]
+        try:
+            mine = os.stat(path).st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not process_running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@atexit.register
+def _remove_root() -> None:
+    root = _ROOT.get("path")
+    if root is None or _ROOT.get("pid") != str(os.getpid()):
+        return  # a forked child's copy of the parent's state
+    close_servers()  # their kernels use the folders
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Launch:
+    """What one kernel launch needs (see :meth:`Workspace.new_launch`).
+
+    Attributes
+    ----------
+    base : str
+        Path prefix of its connection file, sockets and log, in a new directory.
+    command_prefix : list of str
+        What wraps a launched kernel's command: the bwrap call, or the Landlock
+        guard outside the sandbox; empty for none.
+    env : dict
+        Its environment (see :func:`~._kernel_env.child_environment`).
+    server : ForkServer or None
+        The template that forks it, when kernels are forked.
+    landlock : dict or None
+        The Landlock spec a forked kernel applies (see ``_kernel_landlock.apply``).
+    """
+
+    base: str
+    command_prefix: list[str]
+    env: dict[str, str]
+    server: ForkServer | None = None
+    landlock: dict[str, Any] | None = None
+    sandboxed: bool = False
 
 _MIME_SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
 
@@ -50,46 +125,84 @@ class Workspace:
     private: str
     scratch: str
     owns_scratch: bool
-    bwrap: str | None = None
+    isolation: Isolation = field(default_factory=lambda: Isolation("none"))
+    fork: bool = False
+    memory_limit: int | None = None
     launches: int = 0
 
     @classmethod
-    def create(cls, scratch_dir: str | None, bwrap: str | None) -> "Workspace":
-        """Make the directories; ``bwrap`` (a checked path) asks for the sandbox."""
-        private = tempfile.mkdtemp(prefix="pyvision-kernel-")
+    def create(cls, scratch_dir: str | None, isolation: Isolation, *, fork: bool = False,
+               memory_limit: int | None = None) -> "Workspace":
+        """Make the directories, under :func:`process_root` unless ``scratch_dir`` is given.
+
+        Names are random: a kernel that learns one (from a socket path) cannot
+        guess the others.
+        """
+        root = process_root()
+        private = tempfile.mkdtemp(prefix="k-", dir=root)
+        options = dict(isolation=isolation, fork=fork, memory_limit=memory_limit)
         if scratch_dir:
             os.makedirs(scratch_dir, exist_ok=True)
-            return cls(private, scratch_dir, owns_scratch=False, bwrap=bwrap)
-        return cls(private, tempfile.mkdtemp(prefix="pyvision-scratch-"), owns_scratch=True,
-                   bwrap=bwrap)
+            return cls(private, scratch_dir, owns_scratch=False, **options)
+        return cls(private, tempfile.mkdtemp(prefix="s-", dir=root), owns_scratch=True, **options)
 
-    def new_launch(
-        self, parent_env: Mapping[str, str], extra_env: Mapping[str, str]
-    ) -> tuple[str, list[str], dict[str, str]]:
-        """Prepare the next kernel launch.
+    @property
+    def shared_sandbox(self) -> bool:
+        """Kernels are forked by a template inside one sandbox for the process."""
+        return bool(self.isolation.shared and self.fork and self.owns_scratch)
 
-        Returns
-        -------
-        base : str
-            Path prefix of its connection file, sockets and log, in a new directory.
-        command_prefix : list of str
-            The bwrap call that wraps its command; empty without the sandbox.
-        env : dict
-            Its environment (see :func:`~._kernel_env.child_environment`).
+    def kernel_path(self, path: str, *, forked: bool) -> str:
+        """``path`` (under :func:`process_root`) as a kernel sees it.
+
+        ``forked``: whether that kernel was forked by the template, which shows
+        the folder elsewhere in the shared sandbox (a launched one sees it as is).
         """
+        root = process_root()
+        if forked and self.shared_sandbox and (path == root or path.startswith(root + os.sep)):
+            return SHARED_INSIDE + path[len(root):]
+        return path
+
+    def new_launch(self, parent_env: Mapping[str, str], extra_env: Mapping[str, str]) -> Launch:
+        """Prepare the next kernel launch (see :class:`Launch`)."""
         self.launches += 1
-        folder = os.path.join(self.private, f"k{self.launches}")
+        folder = os.path.join(self.private, uuid.uuid4().hex)
         os.mkdir(folder, 0o700)
         env = child_environment(parent_env, extra_env)
-        if self.bwrap is None:
-            return os.path.join(folder, "kernel"), [], env
+        base = os.path.join(folder, "kernel")
+        connection_file = base + ".json"
+        isolation = self.isolation
+        if not isolation.sandboxed:
+            if isolation.kind != "landlock":
+                server = _kernel_forkserver.server_for(env) if self.fork else None
+                return Launch(base, [], env, server)
+            hidden = hidden_jupyter_paths()
+            spec = {"mode": "hide", "hidden": hidden}
+            server = _kernel_forkserver.server_for(env) if self.fork else None
+            return Launch(base, guard_argv(hidden, connection_file), env, server, spec)
+        assert isolation.bwrap is not None
         if "MPLCONFIGDIR" not in extra_env:
-            env["MPLCONFIGDIR"] = _seed_matplotlib_dir(os.path.join(folder, "matplotlib"), parent_env)
-        prefix = bwrap_argv(self.bwrap, writable=[folder, self.scratch], workdir=self.scratch)
-        return os.path.join(folder, "kernel"), prefix, env
+            matplotlib = _seed_matplotlib_dir(os.path.join(folder, "matplotlib"), parent_env)
+            env["MPLCONFIGDIR"] = matplotlib
+        # Launched (no template, or it failed): a sandbox of its own.
+        prefix = bwrap_argv(isolation.bwrap, writable=[folder, self.scratch], workdir=self.scratch,
+                            memory_limit=self.memory_limit)
+        if not self.shared_sandbox:
+            return Launch(base, prefix, env, sandboxed=True)
+        root = process_root()
+        server = _kernel_forkserver.server_for(env, prefix=template_argv(isolation.bwrap, shared=root,
+                                                     memory_limit=self.memory_limit),
+                            translate=(root, SHARED_INSIDE))
+        spec = {"mode": "confine", "root": SHARED_INSIDE,
+                "own": [self.kernel_path(folder, forked=True),
+                        self.kernel_path(self.scratch, forked=True)]}
+        return Launch(base, prefix, env, server, spec, sandboxed=True)
 
-    def write_inputs(self, images: Sequence[ImageInput]) -> list[tuple[str, str]]:
-        """Write the input images to ``scratch/inputs``; ``[(image_clue_N, path), ...]``."""
+    def write_inputs(self, images: Sequence[ImageInput], *,
+                     forked: bool = False) -> list[tuple[str, str]]:
+        """Write the input images to ``scratch/inputs``; ``[(image_clue_N, path), ...]``.
+
+        The paths are the kernel's (see :meth:`kernel_path`).
+        """
         folder = Path(self.scratch, "inputs")
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             folder.unlink()
@@ -106,7 +219,7 @@ class Workspace:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                 with open(os.open(name, flags, 0o644, dir_fd=directory), "wb") as file:
                     file.write(image.data)
-                items.append((f"image_clue_{index}", str(folder / name)))
+                items.append((f"image_clue_{index}", self.kernel_path(str(folder / name), forked=forked)))
             return items
         finally:
             os.close(directory)

@@ -367,8 +367,9 @@ def test_secrets_not_passed_and_start_is_shared(loop, monkeypatch):
         await asyncio.gather(*starts)
         probe = await child.execute(
             "import os; print(os.environ.get('OPENAI_API_KEY'), os.environ.get('MY_SECRET_TOKEN'),"
-            " os.environ.get('LC_ALL'), os.environ.get('TOOL_SETTING'), os.getcwd() == %r)"
-            % str(child.scratch_path)
+            " os.environ.get('LC_ALL'), os.environ.get('TOOL_SETTING'),"
+            # In the sandbox the scratch folder is seen at another path, same name.
+            " os.path.basename(os.getcwd()) == %r)" % child.scratch_path.name
         )
         big_file = await child.execute("open('big.bin', 'wb').write(b'x' * 2 * 10**6)")
         await child.shutdown()
@@ -449,7 +450,8 @@ def test_libraries_and_python_known_before_the_kernel_started(loop, caplog):
         answered_before_start, libraries, in_kernel = loop.run(scenario())
     assert answered_before_start
     assert libraries == in_kernel  # the parent's probe says what the kernel would
-    assert f"Tools run in this Python, {platform.python_version()} ({sys.executable})" in caplog.text
+    where = " in the sandbox" if child.sandboxed else ""
+    assert f"Tools run{where} in this Python, {platform.python_version()} ({sys.executable})" in caplog.text
 
 
 def test_named_kernelspec_is_asked_once_started(loop):

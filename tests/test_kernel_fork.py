@@ -1,10 +1,13 @@
 """Kernels forked from the template process, and the launch path they replace.
 
 Every kernel test in ``test_kernel.py`` runs on forked kernels, the default on
-Linux. Here: what forking must keep equal to a launched kernel (paths, secrets,
-randomness, interrupts, deaths), what it adds (orphans of a dead kernel are
-killed by the template; a dead template costs one restart), the fallback to a
-launch, and the main behaviours of the launch path itself (``fork=False``).
+Linux (in the sandbox, where a template inside it forks them). Here, outside the
+sandbox (``sandbox=False``), where this process sees the template's pids: what
+forking must keep equal to a launched kernel (paths, secrets, randomness,
+interrupts, deaths), what it adds (orphans of a dead kernel are killed by the
+template; a dead template costs one restart), the fallback to a launch, and the
+main behaviours of the launch path itself (``fork=False``). The template inside
+the sandbox has its own tests in ``test_kernel_sandbox.py``.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ import pytest
 from test_kernel import loop, png_input, process_gone, run, text_of  # noqa: F401
 
 from pyvision_magic import _kernel_forkserver
-from pyvision_magic._kernel import ChildKernel
+from pyvision_magic._kernel import ChildKernel as _ChildKernel
 from pyvision_magic._kernel_env import child_environment
 
 pytestmark = pytest.mark.skipif(not _kernel_forkserver.fork_supported(),
                                 reason="kernels are forked on Linux only")
+
+
+def ChildKernel(**options):  # noqa: N802 - stands for the class, outside the sandbox
+    return _ChildKernel(sandbox=False, **options)
 
 _PROBE = ("import json, os, sys\n"
           "print(json.dumps({'path': sys.path, 'cwd': os.getcwd(), 'ppid': os.getppid(),"
@@ -76,7 +83,7 @@ def test_forked_kernel_matches_a_launched_one(loop, secret_env):  # noqa: F811
     assert os.path.realpath(f"/proc/{template}/exe") == os.path.realpath(sys.executable)
     # Same import path, same script name, own working directory.
     assert a["path"] == b["path"] and a["argv0"] == b["argv0"] == "ipykernel_launcher.py"
-    assert a["cwd"] != b["cwd"] and os.path.basename(a["cwd"]).startswith("pyvision-scratch-")
+    assert a["cwd"] != b["cwd"] and os.path.basename(a["cwd"]).startswith("s-")
     # No secret, in the kernel or in the template's memory image of its environment.
     assert a["key"] is None and b["key"] is None
     assert b"sk-forktest" not in _environ_of(template)
@@ -141,7 +148,7 @@ def test_a_dead_template_costs_one_restart(loop):  # noqa: F811
         server = _kernel_forkserver.server_for(child_environment(os.environ))
         old_template, old_pid = server.template_pid, kernel.pid
         os.kill(old_template, signal.SIGKILL)
-        # ipykernel notices that its parent changed within a second and quits.
+        # The kernel dies with its template (PR_SET_PDEATHSIG).
         deadline = time.monotonic() + 10
         while not process_gone(old_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -159,7 +166,7 @@ def test_a_dead_template_costs_one_restart(loop):  # noqa: F811
 def test_a_template_that_cannot_start_falls_back_to_a_launch(loop, monkeypatch, caplog):  # noqa: F811
     broken = _kernel_forkserver.ForkServer(child_environment(os.environ),
                                            python="/nonexistent/python3")
-    monkeypatch.setattr(_kernel_forkserver, "server_for", lambda env: broken)
+    monkeypatch.setattr(_kernel_forkserver, "server_for", lambda env, **sandbox: broken)
     kernel = ChildKernel()
     with caplog.at_level("WARNING"):
         loop.run(kernel.start())

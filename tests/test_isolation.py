@@ -1,0 +1,234 @@
+"""Security claims of the README, tried by attacking them for real.
+
+Each attack runs as a tool in a child kernel of a *user process* the test starts
+(``isolation_victim.py``), with an API key in that process's environment, as a
+notebook started from a shell would have. Around it the test starts what an
+attacker would go for: a bystander process of the same user holding the key and
+a server token on its command line, a real Jupyter kernel whose connection file
+is in the Jupyter runtime directory, and a TCP server on 127.0.0.1. Every
+attack is run in each isolation mode and the test asserts what the README's
+table says that mode stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pyvision_magic._kernel_landlock import abi_version
+from pyvision_magic._kernel_sandbox import landlock_abi
+
+HERE = Path(__file__).parent
+SECRET = "sk-victim-0123456789abcdefghij"
+TOKEN = "victim-token-9f8e7d6c5b4a"
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux isolation")
+pytestmark = linux_only
+
+#: (name, ChildKernel options) of every mode the README's table describes.
+MODES = {
+    "sandbox": {"sandbox": True},
+    "sandbox-launched": {"sandbox": True, "fork": False},
+    "landlock": {"sandbox": False},
+    "landlock-launched": {"sandbox": False, "fork": False},
+}
+
+ATTACK = r'''
+import glob, json, os, signal, socket
+found = {}
+def attempt(name, action):
+    try:
+        found[name] = action()
+    except Exception as exc:
+        found[name] = "denied: " + type(exc).__name__
+
+def environ_leaks():
+    leaks = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                if SECRET.encode() in open(f"/proc/{pid}/environ", "rb").read():
+                    leaks.append(int(pid))
+            except OSError:
+                pass
+    return leaks
+attempt("environ_leaks", environ_leaks)
+
+def token_in_cmdlines():
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if TOKEN.encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+                    return True
+            except OSError:
+                pass
+    return False
+attempt("token_seen", token_in_cmdlines)
+attempt("victim_mem", lambda: open(f"/proc/{VICTIM}/mem", "rb").close() or "opened")
+attempt("parent_environ", lambda: len(open(f"/proc/{os.getppid()}/environ", "rb").read()))
+attempt("kill_bystander", lambda: os.kill(BYSTANDER, signal.SIGKILL) or "sent")
+attempt("kill_victim", lambda: os.kill(VICTIM, signal.SIGTERM) or "sent")
+attempt("kill_parent", lambda: os.kill(os.getppid(), signal.SIGTERM) or "sent")
+attempt("runtime_listing", lambda: sorted(os.listdir(RUNTIME)))
+attempt("connection_file", lambda: open(CONNECTION).read())
+
+def hijack():
+    from jupyter_client import BlockingKernelClient
+    client = BlockingKernelClient(connection_file=CONNECTION)
+    client.load_connection_file()
+    client.start_channels()
+    client.execute(f"open({MARKER!r}, 'w').write('pwned')")
+    client.get_shell_msg(timeout=10)
+    client.stop_channels()
+    return "ran code in the notebook's kernel"
+attempt("hijack", hijack)
+attempt("tcp_loopback", lambda: socket.create_connection(("127.0.0.1", PORT), timeout=3).close() or "connected")
+attempt("write_outside", lambda: open(OUTSIDE, "w").write("x"))
+print(json.dumps(found))
+'''
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    """What the attacks aim at: a bystander, a notebook kernel, a TCP server."""
+    from jupyter_client import KernelManager
+
+    base = tmp_path_factory.mktemp("isolation")
+    runtime = base / "runtime"
+    runtime.mkdir()
+    (base / "documents").mkdir()
+    env = {**os.environ, "OPENAI_API_KEY": SECRET}
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", f"--token={TOKEN}"], env=env)
+    km = KernelManager(connection_file=str(runtime / "kernel-notebook.json"))
+    km.start_kernel(env={k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"})
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                server.accept()[0].close()
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield {"base": base, "runtime": runtime, "bystander": bystander, "km": km,
+               "port": server.getsockname()[1], "env": env}
+    finally:
+        stop.set()
+        server.close()
+        km.shutdown_kernel(now=True)
+        bystander.kill()
+        bystander.wait()
+
+
+def _attack(targets, options):
+    marker = targets["base"] / f"pwned-{os.urandom(4).hex()}"
+    # A folder of the user's (not a parent of the runtime dir, whose direct
+    # entries a Landlock kernel cannot create: see the README).
+    outside = targets["base"] / "documents" / f"outside-{os.urandom(4).hex()}"
+    constants = dict(SECRET=SECRET, TOKEN=TOKEN, BYSTANDER=targets["bystander"].pid,
+                     RUNTIME=str(targets["runtime"]), MARKER=str(marker), OUTSIDE=str(outside),
+                     CONNECTION=str(targets["runtime"] / "kernel-notebook.json"),
+                     PORT=targets["port"])
+    code = "".join(f"{k} = {v!r}\n" for k, v in constants.items())
+    # VICTIM is the user process itself: the kernel's parent when launched, or
+    # found as the parent of the template otherwise; the victim tells its pid.
+    env = {**targets["env"], "JUPYTER_RUNTIME_DIR": str(targets["runtime"])}
+    victim = subprocess.Popen(
+        [sys.executable, str(HERE / "isolation_victim.py"), json.dumps(options)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    code = f"VICTIM = {victim.pid}\n" + code + ATTACK
+    out, err = victim.communicate(code, timeout=120)
+    assert victim.returncode == 0, err[-3000:]
+    report = json.loads(out.strip().splitlines()[-1])
+    found = json.loads(report["text"].strip().splitlines()[-1])
+    return report, found, marker, outside
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def attacked(request, targets):
+    name = request.param
+    if name.startswith("sandbox"):
+        from pyvision_magic._kernel_sandbox import check_bwrap
+        import asyncio
+
+        try:
+            asyncio.run(check_bwrap("bwrap"))
+        except Exception as exc:  # noqa: BLE001
+            pytest.skip(f"no sandbox here: {exc}")
+    elif landlock_abi() < 1:
+        pytest.skip("no Landlock in this Linux kernel")
+    report, found, marker, outside = _attack(targets, MODES[name])
+    return name, report, found, marker, outside
+
+
+def _denied(value) -> bool:
+    return isinstance(value, str) and value.startswith("denied")
+
+
+def test_the_mode_is_the_one_asked_for(attacked):
+    name, report, *_ = attacked
+    assert report["status"] == "ok"
+    assert report["kind"] == ("sandbox" if name.startswith("sandbox") else "landlock")
+    assert report["forked"] == (not name.endswith("launched"))
+    if name == "sandbox":
+        # Kernels of the sandbox share one template there, with Landlock's scoping.
+        assert report["shared"] == (landlock_abi() >= 6)
+
+
+def test_no_tool_reads_the_users_api_key(attacked, targets):
+    name, report, found, *_ = attacked
+    # Not from the process that runs pyvision (the notebook), in any mode.
+    assert report["pid"] not in found["environ_leaks"]
+    assert _denied(found["parent_environ"]) or name.startswith("sandbox")
+    assert _denied(found["victim_mem"])
+    if name.startswith("sandbox"):
+        # Nor from any other process of the user: none is visible in the sandbox.
+        assert found["environ_leaks"] == []
+        assert found["token_seen"] is False
+
+
+def test_no_tool_signals_the_users_processes(attacked, targets):
+    name, report, found, *_ = attacked
+    for target in ("kill_bystander", "kill_victim"):
+        assert _denied(found[target]), (target, found[target])
+    assert targets["bystander"].poll() is None, "the bystander was killed"
+    if landlock_abi() >= 6 or name.startswith("sandbox"):
+        # Landlock's signal scoping (Linux 6.12+) or the sandbox's own pid namespace.
+        assert _denied(found["kill_parent"]) or name == "sandbox-launched"
+
+
+def test_no_tool_reaches_the_notebooks_kernel(attacked, targets):
+    name, report, found, marker, _ = attacked
+    assert _denied(found["connection_file"])
+    assert _denied(found["hijack"])
+    assert not marker.exists()
+    assert targets["km"].is_alive()
+    if name.startswith("sandbox"):
+        assert _denied(found["runtime_listing"]) or found["runtime_listing"] == []
+
+
+def test_sandbox_has_no_network_and_a_read_only_file_system(attacked):
+    name, report, found, _, outside = attacked
+    if name.startswith("sandbox"):
+        assert _denied(found["tcp_loopback"])
+        assert _denied(found["write_outside"]) and not outside.exists()
+    else:  # the README says so: without the sandbox, the network and your files are open
+        assert found["tcp_loopback"] == "connected"
+        assert found["write_outside"] == 1 and outside.exists()
