@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_kernel import loop, run, text_of  # noqa: F401
 
-from pyvision_magic._kernel_landlock import abi_version
+from pyvision_magic._kernel import ChildKernel
 from pyvision_magic._kernel_sandbox import landlock_abi
 
 HERE = Path(__file__).parent
@@ -165,13 +166,7 @@ def _attack(targets, options):
 def attacked(request, targets):
     name = request.param
     if name.startswith("sandbox"):
-        from pyvision_magic._kernel_sandbox import check_bwrap
-        import asyncio
-
-        try:
-            asyncio.run(check_bwrap("bwrap"))
-        except Exception as exc:  # noqa: BLE001
-            pytest.skip(f"no sandbox here: {exc}")
+        _need_bwrap()
     elif landlock_abi() < 1:
         pytest.skip("no Landlock in this Linux kernel")
     report, found, marker, outside = _attack(targets, MODES[name])
@@ -232,3 +227,144 @@ def test_sandbox_has_no_network_and_a_read_only_file_system(attacked):
     else:  # the README says so: without the sandbox, the network and your files are open
         assert found["tcp_loopback"] == "connected"
         assert found["write_outside"] == 1 and outside.exists()
+
+
+# -- kernels of one process: apart from each other --------------------------------
+
+SIBLING_ATTACK = r'''
+import glob, json, os, signal
+found = {}
+def attempt(name, action):
+    try:
+        found[name] = action()
+    except Exception as exc:
+        found[name] = "denied: " + type(exc).__name__
+# Socket paths of every kernel of the sandbox (or of the machine) are listed here.
+paths = set()
+for line in open("/proc/net/unix").read().splitlines()[1:]:
+    parts = line.split()
+    if len(parts) > 7 and "-shell" in parts[-1]:
+        paths.add(parts[-1].rsplit("-", 2)[0])
+mine = os.environ.get("PYVISION_KERNEL_ID")
+def read_connections():
+    got = []
+    for base in paths:
+        for candidate in glob.glob(os.path.dirname(base) + "/*.json"):
+            got.append(open(candidate).read())
+    return got
+attempt("connections", read_connections)
+def list_folders():
+    return sorted(os.listdir(os.path.dirname(os.path.dirname(os.getcwd()))))
+attempt("folders", list_folders)
+attempt("sibling_file", lambda: open(SIBLING_FILE).read())
+def signal_all():
+    hit = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                hit.append(int(pid))
+            except OSError:
+                pass
+    return hit
+attempt("signalled", signal_all)
+def memories():
+    opened = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                open(f"/proc/{pid}/mem", "rb").close()
+                opened.append(int(pid))
+            except OSError:
+                pass
+    return opened
+attempt("memories", memories)
+print(json.dumps(found))
+'''
+
+
+@pytest.mark.parametrize("sandbox", [True, False])
+def test_kernels_of_one_process_cannot_reach_each_other(loop, sandbox):  # noqa: F811
+    if sandbox:
+        _need_bwrap()
+    elif landlock_abi() < 1:
+        pytest.skip("no Landlock in this Linux kernel")
+    first, second = ChildKernel(sandbox=sandbox), ChildKernel(sandbox=sandbox)
+    loop.run(first.start())
+    loop.run(second.start())
+    try:
+        (second.scratch_path / "secret.txt").write_text("sibling secret")
+        run(loop, second, "hidden_value = 42")
+        sibling_file = str(second.scratch_path / "secret.txt")
+        if second.forked and second.sandboxed:  # where the first kernel would look
+            sibling_file = second._workspace.kernel_path(sibling_file, forked=True)
+        result = run(loop, first, f"SIBLING_FILE = {sibling_file!r}\n" + SIBLING_ATTACK)
+        found = json.loads(text_of(result).strip().splitlines()[-1])
+        # No kernel reads another's connection file (its HMAC key): none is on disk.
+        assert found["connections"] == [] or _denied(found["connections"])
+        assert found["memories"] == []
+        if first.sandboxed and first.forked:
+            # In the shared sandbox: the others' folders are hidden, nothing can be signalled.
+            assert _denied(found["folders"]) and _denied(found["sibling_file"])
+            assert found["signalled"] == [] if landlock_abi() >= 6 else True
+        # The second kernel is untouched and still answers.
+        assert text_of(run(loop, second, "print(hidden_value)")) == "42\n"
+    finally:
+        loop.run(first.shutdown())
+        loop.run(second.shutdown())
+
+
+def _need_bwrap() -> None:
+    import asyncio
+
+    from pyvision_magic._kernel_sandbox import check_bwrap
+
+    try:
+        asyncio.run(check_bwrap("bwrap"))
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"no sandbox here: {exc}")
+
+
+def test_in_memory_folders_of_the_sandbox_are_bounded(loop):  # noqa: F811
+    _need_bwrap()
+    # 1 GiB: the least a kernel with numpy runs in (an address-space limit).
+    kernel = ChildKernel(sandbox=True, memory_limit=2**30)
+    loop.run(kernel.start())
+    try:
+        code = ("import errno, os\n"
+                "for folder in ('/tmp', '/dev/shm'):\n"
+                "    try:\n"
+                "        with open(folder + '/fill', 'wb') as f:\n"
+                "            chunk = b'x' * 2**26\n"
+                "            for _ in range(20):\n"
+                "                f.write(chunk)\n"
+                "        print(folder, 'filled 1.25 GiB')\n"
+                "    except OSError as exc:\n"
+                "        print(folder, errno.errorcode[exc.errno])\n"
+                "    finally:\n"
+                "        os.unlink(folder + '/fill')\n")
+        result = run(loop, kernel, code)
+        assert text_of(result) == "/tmp ENOSPC\n/dev/shm ENOSPC\n"
+        assert text_of(run(loop, kernel, "print('alive')")) == "alive\n"
+    finally:
+        loop.run(kernel.shutdown())
+
+
+def test_a_killed_sandbox_template_is_noticed_at_once(loop):  # noqa: F811
+    _need_bwrap()
+    kernel = ChildKernel(sandbox=True, timeout=30.0)
+    loop.run(kernel.start())
+    try:
+        if not kernel.forked:
+            pytest.skip("kernels are not forked in this sandbox (no Landlock scoping)")
+        run(loop, kernel, "x = 1")
+        server = kernel._conn.km.provisioner.server
+        started = time.monotonic()
+        os.kill(server.process_pid, signal.SIGKILL)  # bwrap: the whole sandbox goes
+        result = run(loop, kernel, "import time; time.sleep(20)")
+        waited = time.monotonic() - started
+        assert result.status == "died", result
+        assert waited < 10  # within a poll of the kernel's death, not the 30 s limit
+        assert text_of(run(loop, kernel, "print('x' in globals())")) == "False\n"
+    finally:
+        loop.run(kernel.shutdown())
