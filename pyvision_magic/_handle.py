@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ class Workspace:
         self._ids = itertools.count(1)
         self._pool: Any = None
         self._models: list[Any] = []
+        self._told_isolation = False
 
     # -- kernels -------------------------------------------------------------
 
@@ -60,24 +62,32 @@ class Workspace:
             self._pool = KernelPool(parent=self.settings)
         return self._pool
 
-    async def new_kernel(self, sandbox: bool = False) -> Any:
-        """A kernel for a new session: from the pool when one is warm, else a new one."""
+    async def new_kernel(self, sandbox: bool | str = "auto") -> Any:
+        """A kernel for a new session: from the pool when one is warm, else a new one.
+
+        ``sandbox`` True or False (the cell's ``--sandbox``, ``--no-sandbox`` or
+        ``PyVision.sandbox``) gets a kernel of its own, started now, so a missing
+        bubblewrap is a usage error of the cell; "auto" takes a pooled one.
+        """
         from ._kernel import ChildKernel
 
-        if sandbox:
-            if "sandbox" not in ChildKernel.class_trait_names():
-                raise ConfigError(
-                    "--sandbox needs a child kernel with sandbox support, which this "
-                    "version of pyvision_magic does not have; run without --sandbox."
-                )
-            kernel = ChildKernel(parent=self.settings, sandbox=True)
-            # Start it now, so a missing bubblewrap is a usage error of the cell.
+        if sandbox != "auto":
+            kernel = ChildKernel(parent=self.settings, sandbox=sandbox)
             await kernel.start()
         else:
             pool = self._get_pool()
             kernel = await pool.acquire() if pool is not None else ChildKernel(parent=self.settings)
+            await kernel.choose_isolation()  # known before the session starts, to be told
         await self._evict()
         return kernel
+
+    def tell_isolation(self, kernel: Any, stream: Any = None) -> None:
+        """Say once, on stderr, that the tools run unsandboxed, and why."""
+        isolation = getattr(kernel, "isolation", None)
+        if isolation is None or isolation.sandboxed or self._told_isolation:
+            return
+        self._told_isolation = True
+        print(f"pyvision: tools run {isolation.describe()}.", file=stream or sys.stderr)
 
     async def _evict(self) -> None:
         """Shut down the kernels of the oldest idle sessions beyond ``max_kernels``."""

@@ -276,13 +276,29 @@ class ChildKernel(Executor, LoggingConfigurable):
                 self._state = _State.NEW
             raise
 
+    async def choose_isolation(self) -> Isolation:
+        """How the tools will be confined (see :attr:`isolation`), decided without
+        starting the kernel (the sandbox check runs ``bwrap`` once per process).
+
+        Raises
+        ------
+        KernelStartError
+            If ``sandbox`` is True and the sandbox cannot be built here.
+        """
+        if self._isolation is None:
+            self._isolation = await choose_isolation(
+                self.sandbox, self.bwrap_path, can_share=self._can_fork and not self.scratch_dir)
+        return self._isolation
+
+    async def network_access(self) -> bool:
+        """Whether tools can reach the network (False in the sandbox)."""
+        return not (await self.choose_isolation()).sandboxed
+
     async def _first_start(self) -> None:
         # Checked before anything is made, so a missing bwrap fails at once and cleanly.
-        isolation = await choose_isolation(self.sandbox, self.bwrap_path,
-                                           can_share=self._can_fork and not self.scratch_dir)
+        isolation = await self.choose_isolation()
         if isolation.kind == "landlock":
             make_undumpable()
-        self._isolation = isolation
         self._workspace = Workspace.create(self.scratch_dir, isolation, fork=self._can_fork,
                                            memory_limit=self.memory_limit)
         try:

@@ -48,7 +48,7 @@ Print numbers you will rely on.
 exact (a letter for multiple choice, a number for counting), with no code in the same reply.
 
 The kernel runs Python {python} with these libraries importable: {libraries}. \
-There is no network access. Each code block may run for at most {timeout} seconds."""
+{network}Each code block may run for at most {timeout} seconds."""
 
 NUDGE = (
     "Your reply had neither code nor a final answer. Either write Python code in "
@@ -64,10 +64,16 @@ LAST_TURN = (
 ImageURL = Callable[[ImageInput], str]
 
 
-def system_prompt(*, libraries: Sequence[str], python: str, timeout: float) -> str:
-    """The system prompt, stating what the child kernel can import."""
+def system_prompt(*, libraries: Sequence[str], python: str, timeout: float,
+                  network: bool = True) -> str:
+    """The system prompt, stating what the child kernel can import.
+
+    ``network`` False (the sandbox) tells the model there is no network access;
+    otherwise nothing is said about it.
+    """
     libs = ", ".join(libraries) if libraries else "numpy, PIL, matplotlib"
-    return SYSTEM_PROMPT.format(libraries=libs, python=python, timeout=f"{timeout:g}")
+    return SYSTEM_PROMPT.format(libraries=libs, python=python, timeout=f"{timeout:g}",
+                                network="" if network else "There is no network access. ")
 
 
 def _image_part(url: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, Union
 from traitlets.config import LoggingConfigurable
 
 from ._errors import ConfigError, PyVisionError
@@ -42,7 +42,13 @@ class PyVision(LoggingConfigurable):
     timeout = Float(60.0, help="Seconds one tool may run before it is interrupted.").tag(
         config=True
     )
-    sandbox = Bool(False, help="Run tools in the sandboxed child kernel.").tag(config=True)
+    sandbox = Union(
+        [Bool(), CaselessStrEnum(["auto"])],
+        default_value="auto",
+        help="Run tools in the bubblewrap sandbox: \"auto\" (where it works, else "
+        "unsandboxed with a notice), True (refuse to run without it) or False. See "
+        "ChildKernel.sandbox.",
+    ).tag(config=True)
     replay_delay = Float(
         0.005, help="Seconds between streamed words when replaying a saved session."
     ).tag(config=True)
@@ -136,7 +142,11 @@ class PyVisionMagics(Magics):
     @argument("--max-turns", type=int, help="most model replies (default: 10)")
     @argument("--timeout", type=float, help="seconds one tool may run (default: 60)")
     @argument("--save", metavar="PATH", help="write the transcript JSON to PATH at the end")
-    @argument("--sandbox", action="store_true", help="run the tools in the sandboxed kernel")
+    @argument("--sandbox", action="store_true",
+              help="refuse to run the tools outside the sandbox (default: sandboxed where "
+              "bubblewrap works, else unsandboxed with a notice)")
+    @argument("--no-sandbox", action="store_true",
+              help="run the tools without the sandbox (see the README, Security model)")
     @argument("-o", "--output", metavar="NAME",
               help="store the session (answer, status, transcript, kernel) in variable NAME")
     @argument("--replay", metavar="FILE",
@@ -235,15 +245,9 @@ class PyVisionMagics(Magics):
             raise ConfigError(f"--timeout must be more than 0 seconds, not {timeout:g}.")
         if args.output and not args.output.isidentifier():
             raise ConfigError(f"-o needs a Python variable name, not {args.output!r}.")
-        sandbox = args.sandbox or s.sandbox
-        if sandbox:
-            from ._kernel import ChildKernel
-
-            if "sandbox" not in ChildKernel.class_trait_names():
-                raise ConfigError(
-                    "--sandbox needs a child kernel with sandbox support, which this version "
-                    "of pyvision_magic does not have; run without --sandbox."
-                )
+        if args.sandbox and args.no_sandbox:
+            raise ConfigError("--sandbox and --no-sandbox contradict each other; give one.")
+        sandbox = True if args.sandbox else False if args.no_sandbox else s.sandbox
         if args.replay:
             from ._replay import ReplayModel
             from ._transcript import Transcript
@@ -271,6 +275,7 @@ class PyVisionMagics(Magics):
         kernel = self.workspace.runner.wait(
             self.workspace.runner.submit(self.workspace.new_kernel(sandbox=sandbox))
         )
+        self.workspace.tell_isolation(kernel)
         session = Session(question, images, model=model, executor=kernel, parent=s,
                           max_turns=max_turns, timeout=timeout)
         view = None

@@ -61,3 +61,26 @@ def run_session(question: str, images: list[Any], model: Any, observe: Any = Non
         return session
 
     return asyncio.run(go())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_no_kernel_folders():
+    """The suite leaves no ``pyvision-*`` folder in the temp dir (ours or a subprocess's).
+
+    This process's own folder is removed at exit; by the end of the session it
+    must already be empty: every kernel shut down removed what it made.
+    """
+    import glob
+    import os
+    import tempfile
+
+    pattern = os.path.join(tempfile.gettempdir(), "pyvision-*")
+    before = set(glob.glob(pattern))
+    yield
+    from pyvision_magic import _kernel_workspace
+
+    own = _kernel_workspace._ROOT.get("path")
+    left = sorted(set(glob.glob(pattern)) - before - {own})
+    leftover = sorted(os.listdir(own)) if own and os.path.isdir(own) else []
+    assert not left and not leftover, (
+        f"folders left in the temp dir: {left}; in this process's kernel folder: {leftover}")
