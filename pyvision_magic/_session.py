@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from jupyter_core.utils import run_sync
@@ -164,7 +165,11 @@ class Session(LoggingConfigurable):
         # An interrupt that reaches the kernel just before it starts the code is
         # lost, so keep interrupting until the tool has really ended.
         while self._executing:
-            await self.executor.interrupt()
+            try:
+                await self.executor.interrupt()
+            except Exception as exc:  # the running execute() reports the fault
+                self.log.debug("could not interrupt the tool: %s", _one_line(exc))
+                return
             await asyncio.sleep(0.5)
 
     @property
@@ -203,16 +208,28 @@ class Session(LoggingConfigurable):
         return feedback_message(result.outputs, result.note, self._image_url, last_turn=last_turn)
 
     async def _prepare_executor(self) -> None:
-        await self.executor.start()
-        if self._restart_first:
-            await self.executor.restart()
-        await self.executor.bind_images(self.transcript.images)
+        with _executor_faults():
+            await self.executor.start()
+            if self._restart_first:
+                await self.executor.restart()
+            await self.executor.bind_images(self.transcript.images)
 
     async def _run_tool(self, turn: Turn, code: str) -> ExecutionResult:
-        """Execute ``code`` for ``turn`` and record what it gave."""
+        """Execute ``code`` for ``turn`` and record what it gave.
+
+        Raises
+        ------
+        PyVisionError
+            If the executor itself failed (not the tool); the turn's note says so.
+        """
         self._executing = True
         try:
-            result = await self.executor.execute(code, timeout=self.timeout)
+            with _executor_faults():
+                result = await self.executor.execute(code, timeout=self.timeout)
+        except PyVisionError as exc:
+            turn.code = code
+            turn.note = f"The tool could not be run: {_one_line(exc)}"
+            raise
         finally:
             self._executing = False
         turn.code = code
@@ -232,7 +249,8 @@ class Session(LoggingConfigurable):
         Observers get an ``outputs`` event.
         """
         turn = self._turn(index)
-        await self.executor.start()
+        with _executor_faults():
+            await self.executor.start()
         await self._run_tool(turn, code)
         return turn
 
@@ -289,9 +307,14 @@ class Session(LoggingConfigurable):
         prepare = asyncio.ensure_future(self._prepare_executor())
         try:
             status = await self._loop_turns(prepare)
-        except (ModelError, KernelError) as exc:
-            # The endpoint or the kernel failed: keep every turn done so far.
-            status, self.error, self.transcript.error = "error", exc, str(exc)
+        except PyVisionError as exc:
+            # The endpoint or the executor failed: keep every turn done so far.
+            status, self.error, self.transcript.error = "error", exc, _one_line(exc)
+        except Exception as exc:  # a fault of ours: still keep every turn done so far
+            self.log.debug("the session failed", exc_info=exc)
+            error = PyVisionError(f"pyvision failed unexpectedly ({_one_line(exc, named=True)}).")
+            error.__cause__ = exc
+            status, self.error, self.transcript.error = "error", error, _one_line(error)
         finally:
             if self._interrupter is not None and not self._interrupter.done():
                 # The tool has ended; a loop closed right after the session must not
@@ -311,7 +334,8 @@ class Session(LoggingConfigurable):
 
     async def _loop_turns(self, prepare: asyncio.Future[None]) -> str:
         t = self.transcript
-        libraries = await self.executor.importable_libraries()
+        with _executor_faults():
+            libraries = await self.executor.importable_libraries()
         python = getattr(self.executor, "python_version", None) or platform.python_version()
         last = t.max_turns - 1
         await self._encode_images(t.images)
@@ -396,6 +420,31 @@ class Session(LoggingConfigurable):
     @property
     def usage(self) -> Usage:
         return self.transcript.usage
+
+
+@contextlib.contextmanager
+def _executor_faults() -> Iterator[None]:
+    """Re-raise an unexpected exception of the executor as :class:`KernelError`.
+
+    An executor should only raise :class:`PyVisionError`; anything else (a full
+    disk at a restart, a bug) is still the executor's fault, not the session's.
+    """
+    try:
+        yield
+    except PyVisionError:
+        raise
+    except Exception as exc:
+        raise KernelError(
+            f"The child kernel failed ({_one_line(exc, named=True)}); the turns so far are kept."
+        ) from exc
+
+
+def _one_line(exc: BaseException, *, named: bool = False, limit: int = 500) -> str:
+    """An exception as one line of at most ``limit`` characters, for a status message."""
+    text = " ".join(str(exc).split())
+    if named:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _with_code(turn: Turn, code: str) -> str:

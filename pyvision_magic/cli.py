@@ -2,7 +2,12 @@
 
 Progress goes to stderr; the final answer is the last line of stdout.
 Exit codes: 0 answered, 1 no answer (turn limit or stopped), 2 bad usage or
-input, 3 the model endpoint failed, 4 the child kernel failed.
+input, 3 the model endpoint failed, 4 the child kernel failed, 5 pyvision
+itself failed (a bug). Every failure is one line on stderr, never a traceback.
+
+What the model and the tools wrote is shown with its control characters made
+visible (``^[`` for ESC): a reply or a tool's output must not be able to set
+the clipboard (OSC 52), the window title or move the cursor.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,8 +25,46 @@ from typing import Any, NoReturn, TextIO
 from ._errors import ConfigError, KernelError, ModelError, PyVisionError
 
 EXIT_ANSWERED, EXIT_NO_ANSWER, EXIT_USAGE, EXIT_MODEL, EXIT_KERNEL = 0, 1, 2, 3, 4
+EXIT_INTERNAL = 5
 
 DEMO_SESSION = "coins_session.json"
+
+# C0 and C1 controls but newline and tab, DEL, and lone surrogates (unprintable).
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# What JSON leaves raw that a terminal would act on (C1) or could not print.
+_UNSAFE_IN_JSON = re.compile(r"[\x7f-\x9f\ud800-\udfff]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character shown, not obeyed, by a terminal.
+
+    C0 controls become caret notation (``^[`` for ESC, ``^M`` for a lone
+    carriage return), DEL ``^?``, C1 controls ``\\x9b``-style escapes and lone
+    surrogates U+FFFD. Newlines and tabs are kept.
+    """
+    return _UNSAFE.sub(_visible, text.replace("\r\n", "\n"))
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return "^" + chr(code + 0x40)
+    if code == 0x7F:
+        return "^?"
+    if code <= 0x9F:
+        return f"\\x{code:02x}"
+    return "\ufffd"
+
+
+def _error_kind(error: BaseException | None) -> tuple[str, int]:
+    """How a failure is labelled on stderr, and the exit code it gives."""
+    if isinstance(error, KernelError):
+        return "kernel error", EXIT_KERNEL
+    if isinstance(error, ModelError):
+        return "model error", EXIT_MODEL
+    if isinstance(error, ConfigError):
+        return "error", EXIT_USAGE
+    return "internal error", EXIT_INTERNAL
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ask a multimodal model about images; it writes Python tools that run "
         "in a child Jupyter kernel until it can answer.",
         epilog="Exit codes: 0 answered, 1 no answer (turn limit or stopped), 2 bad usage or "
-        "input, 3 model endpoint failed, 4 child kernel failed.",
+        "input, 3 model endpoint failed, 4 child kernel failed, 5 pyvision itself failed.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     ask = sub.add_parser("ask", help="ask a question about one or more images")
@@ -137,7 +181,10 @@ def _add_optional_commands(sub: Any) -> None:
 
 
 class ConsoleProgress:
-    """Writes each turn's progress to a stream (stderr), as the session emits it."""
+    """Writes each turn's progress to a stream (stderr), as the session emits it.
+
+    What the model and the tools wrote passes through :func:`terminal_safe`.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -156,24 +203,24 @@ class ConsoleProgress:
         self._write(f"\n── turn {turn.index + 1} ──\n")
 
     def text_delta(self, turn: Any, delta: str) -> None:
-        self._write(delta)
+        self._write(terminal_safe(delta))
 
     def outputs(self, turn: Any) -> None:
         if turn.exec_status == "skipped":
-            self._write(f"\n[tool not run] {turn.note}\n")
+            self._write(f"\n[tool not run] {terminal_safe(turn.note)}\n")
             return
         images = [o.variable or "image" for o in turn.outputs if o.kind == "image"]
         summary = f"\n[tool {turn.exec_status} in {turn.exec_seconds:.2f} s"
         if images:
-            summary += f"; images: {', '.join(images)}"
+            summary += f"; images: {terminal_safe(', '.join(images))}"
         self._write(summary + "]\n")
         for out in turn.outputs:
             if out.kind in ("text", "error"):
-                lines = out.text.rstrip("\n").splitlines()
+                lines = terminal_safe(out.text.rstrip("\n")).splitlines()
                 shown = lines[:20] + ([f"... ({len(lines) - 20} more lines)"] if len(lines) > 20 else [])
                 self._write("".join(f"  │ {line}\n" for line in shown))
         if turn.note:
-            self._write(f"  note: {turn.note}\n")
+            self._write(f"  note: {terminal_safe(turn.note)}\n")
 
     def status(self, transcript: Any) -> None:
         if transcript.status == "running":
@@ -232,27 +279,39 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
             loop.remove_signal_handler(signal.SIGINT)
         except (NotImplementedError, RuntimeError):
             pass
-        await session.executor.shutdown()
-        await model.aclose()
+        # A failed clean-up must not hide how the session ended.
+        for what, close in (("child kernel", session.executor.shutdown), ("model client", model.aclose)):
+            try:
+                await close()
+            except Exception as exc:
+                sys.stderr.write(f"pyvision: warning: the {what} did not close cleanly "
+                                 f"({terminal_safe(_one_line(exc))})\n")
     return session, transcript
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _finish(session: Any, transcript: Any, args: argparse.Namespace) -> int:
+    kind, code = _error_kind(session.error)
     if transcript.error:  # shown even with -q: the user must learn why there is no answer
-        kind = "kernel error" if isinstance(session.error, KernelError) else "model error"
-        sys.stderr.write(f"pyvision: {kind}: {transcript.error}\n")
+        sys.stderr.write(f"pyvision: {kind}: {terminal_safe(transcript.error)}\n")
     if args.save:
         transcript.save(args.save)
         if not args.quiet:
             sys.stderr.write(f"transcript saved to {args.save}\n")
     if args.json:
-        sys.stdout.write(transcript.to_json() + "\n")
+        # JSON escapes C0 controls itself; C1 controls and lone surrogates too, here.
+        json_text = _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", transcript.to_json())
+        sys.stdout.write(json_text + "\n")
     elif transcript.answer is not None:
-        sys.stdout.write(transcript.answer.strip() + "\n")
+        sys.stdout.write(terminal_safe(transcript.answer.strip()) + "\n")
     if transcript.status == "answered":
         return EXIT_ANSWERED
     if transcript.status == "error":
-        return EXIT_KERNEL if isinstance(session.error, KernelError) else EXIT_MODEL
+        return code
     return EXIT_NO_ANSWER
 
 
@@ -276,7 +335,7 @@ async def _replay(args: argparse.Namespace, transcript_path: Any = None) -> int:
         raise ConfigError(f"{args.transcript} has no model turns to replay.")
     model = ReplayModel(saved)
     if not args.quiet:
-        sys.stderr.write(f"Replaying a saved session of {saved.model or 'a model'}; "
+        sys.stderr.write(f"Replaying a saved session of {terminal_safe(saved.model or 'a model')}; "
                          "the tools run for real here.\n")
     session, transcript = await _run_session(
         saved.question, saved.images, model, args, max(saved.max_turns, len(saved.turns))
@@ -311,21 +370,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return asyncio.run(args.handler(args))
-    except ConfigError as exc:
-        sys.stderr.write(f"pyvision: error: {exc}\n")
-        return EXIT_USAGE
-    except ModelError as exc:
-        sys.stderr.write(f"pyvision: model error: {exc}\n")
-        return EXIT_MODEL
-    except KernelError as exc:
-        sys.stderr.write(f"pyvision: kernel error: {exc}\n")
-        return EXIT_KERNEL
     except PyVisionError as exc:
-        sys.stderr.write(f"pyvision: error: {exc}\n")
-        return EXIT_USAGE
+        kind, code = _error_kind(exc)
+        if code == EXIT_INTERNAL:  # the root class itself: a user-facing failure
+            kind, code = "error", EXIT_USAGE
+        sys.stderr.write(f"pyvision: {kind}: {terminal_safe(' '.join(str(exc).split()))}\n")
+        return code
     except KeyboardInterrupt:
         sys.stderr.write("pyvision: interrupted\n")
         return 130
+    except Exception as exc:  # a bug: one line, not a traceback, and its own exit code
+        sys.stderr.write(f"pyvision: internal error: {terminal_safe(_one_line(exc))} "
+                         "(a bug in pyvision; please report it)\n")
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

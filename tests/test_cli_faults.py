@@ -1,0 +1,211 @@
+"""The `pyvision` command when things go wrong: one line, the documented exit code,
+and nothing a model or a tool writes can drive the user's terminal.
+
+The command runs as a real process against the loopback chat server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import code_reply
+from PIL import Image
+
+from pyvision_magic import cli
+from pyvision_magic._model import Model, ModelReply
+from pyvision_magic._records import Output
+from pyvision_magic._transcript import Turn
+
+# Sequences that act on a terminal: clipboard (OSC 52), window title (OSC 0),
+# cursor movement and screen clearing (CSI), a C1 CSI, the bell.
+HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b]0;pwned\x07\x1b[2J\x1b[1;1H\x9b31m\x07"
+
+
+def run_cli(*argv: str, fsize: int | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m pyvision_magic argv``, with bytes out, as a user's shell would run it."""
+
+    def limit_file_size() -> None:
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.RLIM_INFINITY))
+
+    env = {**os.environ, "OPENAI_API_KEY": "test-key"}
+    return subprocess.run([sys.executable, "-m", "pyvision_magic", *argv], capture_output=True,
+                          timeout=timeout, env=env, preexec_fn=limit_file_size)
+
+
+def ask(server: Any, image: Path, *extra: str) -> list[str]:
+    return ["ask", "--base-url", server.base_url, "--model", "test-model", "-i", str(image), *extra]
+
+
+def assert_no_terminal_controls(data: bytes) -> None:
+    assert b"\x1b" not in data and b"\x07" not in data
+    assert "\x9b".encode() not in data  # C1 CSI, as UTF-8
+
+
+@pytest.fixture
+def noisy_image(tmp_path: Path) -> Path:
+    """A 120 KB PNG (random pixels do not compress)."""
+    import numpy as np
+
+    pixels = (np.random.default_rng(0).random((200, 200, 3)) * 255).astype("uint8")
+    path = tmp_path / "noise.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+# -- exit codes --------------------------------------------------------------------
+
+
+def test_a_kernel_failure_mid_session_exits_4_with_one_line(chat_server, noisy_image, no_openai_env):
+    # Files over 64 KB cannot be written (as on a full disk): the parent cannot
+    # write the input image into the kernel's scratch folder.
+    chat_server.script = [code_reply("print(1)"), "<answer>unreachable</answer>"]
+    proc = run_cli(*ask(chat_server, noisy_image, "-q", "Q?"), fsize=64 * 1024)
+    err = proc.stderr.decode()
+    assert proc.returncode == cli.EXIT_KERNEL, err
+    assert err.count("\n") == 1 and err.startswith("pyvision: kernel error: The child kernel failed")
+    assert "File too large" in err and "Traceback" not in err
+    assert proc.stdout == b""
+
+
+def test_a_kernel_failure_shows_progress_and_keeps_the_transcript(chat_server, noisy_image,
+                                                                  no_openai_env):
+    chat_server.script = [code_reply("print(1)")]
+    proc = run_cli(*ask(chat_server, noisy_image, "--json", "Q?"), fsize=64 * 1024)
+    assert proc.returncode == cli.EXIT_KERNEL
+    err = proc.stderr.decode()
+    assert "── error after 1 turns" in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("pyvision: kernel error:")
+    printed = json.loads(proc.stdout)
+    assert printed["status"] == "error" and "File too large" in printed["error"]
+    assert printed["turns"][0]["code"] == "print(1)"
+
+
+def test_an_unexpected_exception_is_one_line_with_exit_5(monkeypatch, capsys, image_path,
+                                                         no_openai_env):
+    async def broken_handler(args: Any) -> int:
+        raise RuntimeError("something\nunforeseen \x1b]0;title\x07")
+
+    monkeypatch.setattr(cli, "_ask", broken_handler)
+    assert cli.main(["ask", "-i", str(image_path), "Q?"]) == cli.EXIT_INTERNAL
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("pyvision: internal error: RuntimeError: something unforeseen ^[]0;title^G")
+    assert "please report it" in err
+
+
+class BuggyModel(Model):
+    """A model object that fails the way a bug would (not a ModelError)."""
+
+    name = "buggy"
+
+    async def complete(self, messages: Any, *, stop: Any = None, on_delta: Any = None) -> ModelReply:
+        raise KeyError("choices")
+
+    async def aclose(self) -> None:
+        raise OSError("the connection pool is gone")
+
+
+def test_an_unexpected_failure_inside_the_session_exits_5(monkeypatch, capsys, image_path,
+                                                          no_openai_env):
+    monkeypatch.setattr(cli, "make_model", lambda args: BuggyModel())
+    assert cli.main(["ask", "-q", "-i", str(image_path), "Q?"]) == cli.EXIT_INTERNAL
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and "Traceback" not in err
+    # The failed clean-up is a warning; how the session ended is the last word.
+    assert lines == [
+        "pyvision: warning: the model client did not close cleanly "
+        "(OSError: the connection pool is gone)",
+        "pyvision: internal error: pyvision failed unexpectedly (KeyError: 'choices').",
+    ]
+
+
+def test_an_unwritable_save_path_exits_2(chat_server, image_path, tmp_path, no_openai_env):
+    chat_server.script = ["<answer>yes</answer>"]
+    proc = run_cli(*ask(chat_server, image_path, "-q", "--save", str(tmp_path), "Q?"))
+    err = proc.stderr.decode()
+    assert proc.returncode == cli.EXIT_USAGE and err.count("\n") == 1
+    assert "Cannot write the transcript" in err and "Traceback" not in err
+
+
+# -- terminal control sequences ----------------------------------------------------
+
+
+def test_model_text_and_tool_output_cannot_drive_the_terminal(chat_server, image_path,
+                                                              no_openai_env):
+    tool = (
+        f"print({HOSTILE!r} + 'tool says hi')\n"
+        f"import sys, os\nsys.stderr.write({HOSTILE!r} + 'on stderr\\n')\n"
+        f"os.write(1, {HOSTILE.encode()!r} + b'from fd 1\\n')"
+    )
+    chat_server.script = [
+        code_reply(tool, before=f"Let me look.{HOSTILE} Moving on."),
+        f"Done{HOSTILE}.\n<answer>two{HOSTILE} squares</answer>",
+    ]
+    proc = run_cli(*ask(chat_server, image_path, "Q?"))
+    assert proc.returncode == cli.EXIT_ANSWERED, proc.stderr.decode()
+    assert_no_terminal_controls(proc.stdout)
+    assert_no_terminal_controls(proc.stderr)
+    err, out = proc.stderr.decode(), proc.stdout.decode()
+    # The model's text is shown, its controls made visible; the tool's are stripped.
+    assert "Let me look.^[]52;c;cm0gLXJmIH4=^G^[]0;pwned^G^[[2J^[[1;1H\\x9b31m^G Moving on." in err
+    tool_lines = [line for line in err.splitlines() if line.startswith("  │ ")]
+    assert {"  │ \\x9b31mfrom fd 1", "  │ \\x9b31mon stderr", "  │ \\x9b31mtool says hi"} <= set(tool_lines)
+    assert out.splitlines()[-1].startswith("two^[]52;c;") and out.rstrip().endswith("squares")
+
+
+def test_json_output_escapes_what_json_leaves_raw(chat_server, image_path, no_openai_env):
+    answer = f"two{HOSTILE} squares \ud800"
+    chat_server.script = [f"<answer>{answer}</answer>"]
+    proc = run_cli(*ask(chat_server, image_path, "-q", "--json", "Q?"))
+    assert proc.returncode == cli.EXIT_ANSWERED, proc.stderr.decode()
+    assert_no_terminal_controls(proc.stdout)
+    assert json.loads(proc.stdout)["answer"] == answer  # still exactly the transcript
+
+
+def test_an_answer_with_a_lone_surrogate_is_printed(chat_server, image_path, no_openai_env):
+    chat_server.script = ["<answer>caf\ud800e</answer>"]
+    proc = run_cli(*ask(chat_server, image_path, "-q", "Q?"))
+    assert proc.returncode == cli.EXIT_ANSWERED, proc.stderr.decode()
+    assert proc.stdout.decode() == "caf\ufffde\n"
+
+
+def test_replayed_outputs_and_notes_are_shown_escaped():
+    stream = io.StringIO()
+    progress = cli.ConsoleProgress(stream)
+    turn = Turn(index=0, text="", code="x", exec_status="ok", exec_seconds=0.1,
+                note=f"a note{HOSTILE}",
+                outputs=[Output(kind="text", text=f"saved{HOSTILE}\r\nline\rover\n", stream="stdout"),
+                         Output(kind="image", data="AA", mime="image/png",
+                                variable=f"image_clue_1{HOSTILE}")])
+    progress.outputs(turn)
+    progress.text_delta(turn, HOSTILE)
+    shown = stream.getvalue()
+    assert_no_terminal_controls(shown.encode())
+    assert "\r" not in shown
+    assert "  │ saved^[]52;c;" in shown and "  │ line^Mover\n" in shown
+    assert "note: a note^[]52;c;" in shown and "images: image_clue_1^[]52;c;" in shown
+
+
+@pytest.mark.parametrize(
+    "raw,shown",
+    [
+        ("\x1b[31m", "^[[31m"),
+        ("a\r\nb\rc", "a\nb^Mc"),
+        ("\x00\x08\x7f\x9b\x85", "^@^H^?\\x9b\\x85"),
+        ("tab\tnewline\n", "tab\tnewline\n"),
+        ("\ud800", "\ufffd"),
+        ("ünïcödé ✓ 漢字", "ünïcödé ✓ 漢字"),
+    ],
+)
+def test_terminal_safe(raw, shown):
+    assert cli.terminal_safe(raw) == shown
