@@ -455,12 +455,18 @@ class ChildKernel(Executor, LoggingConfigurable):
         started = time.monotonic()
         collected = OutputCollector(self.max_output_chars, self.max_images, self.max_image_pixels)
         ran = await self._conn.run(code, collected, limit=limit, grace=self.interrupt_grace)
-        exit_clause = ""
+        await collected.finish()  # check and decode the images off the event loop
+        exit_clause, restart_failed = "", None
         if ran.outcome in ("stuck", "died"):
             # Variables are lost either way; a fresh kernel gets the input images back.
             exit_clause = self._conn.exit_description() if ran.outcome == "died" else ""
-            await self._relaunch()
-        return execution_result(
+            try:
+                await self._relaunch()
+            except Exception as exc:  # noqa: BLE001 - a tool's fault is a turn status
+                # A full disk, or inputs/ replaced by the tool: the next execute retries.
+                await self._teardown()
+                restart_failed = exc
+        result = execution_result(
             collected,
             outcome=ran.outcome,
             interrupted=ran.interrupted,
@@ -470,3 +476,10 @@ class ChildKernel(Executor, LoggingConfigurable):
             exit_clause=exit_clause,
             rebound=self._bound_names,
         )
+        if restart_failed is not None:
+            result.status = "died"
+            result.note = (
+                f"The kernel{' process died' + exit_clause if ran.outcome == 'died' else ' had to be restarted'}"
+                f" and could not be started again ({type(restart_failed).__name__}: "
+                f"{restart_failed}); the next tool starts a fresh kernel, without variables.")
+        return result

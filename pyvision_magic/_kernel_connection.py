@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import queue
 import signal
 import subprocess
@@ -162,6 +163,7 @@ class KernelConnection:
             connection_file=base + ".json",
             command_prefix=launch.command_prefix,
             sandboxed=launch.sandboxed,
+            memory_only=launch.server is not None and kernel_name is None,
         )
         if launch.server is not None and kernel_name is None:
             km.kernel_id = str(uuid.uuid4())
@@ -210,14 +212,28 @@ class KernelConnection:
                 f"The child kernel could not be launched ({exc}); check that ipykernel "
                 "is installed in the kernel's Python."
             ) from exc
+        # A launched kernel read its connection file already (the Landlock guard
+        # deleted it), and jupyter_client may have written it again: its key must
+        # not stay on disk for a tool to read. (A forked kernel's never was there.)
+        try:
+            os.unlink(self.km.connection_file)
+        except FileNotFoundError:
+            pass
         self.client = self.km.client()
         # No heartbeat thread: liveness comes from the process (km.is_alive), and 16
         # kernels would mean 16 more threads taking turns at the GIL.
         self.client.start_channels(hb=False)
         if not await self._wait_ready(time.monotonic() + startup_timeout):
+            # The log goes with the kernel's folder: quote its end here.
+            try:
+                with open(base + ".log", "rb") as log:
+                    tail = log.read()[-1500:].decode("utf-8", "replace").strip()
+            except OSError:
+                tail = ""
+            alive = "running" if await self.km.is_alive() else "ended"
             raise KernelStartError(
-                f"The child kernel did not become ready within {startup_timeout:g} s; "
-                f"its log is {base}.log."
+                f"The child kernel did not become ready within {startup_timeout:g} s (its "
+                f"process {alive}); its log ends: {tail or '(empty)'}"
             )
         reply = await self.silent(
             _boot_code(config),

@@ -184,14 +184,15 @@ class ForkServer:
 
     def spawn(self, argv: list[str], *, cwd: str, env: Mapping[str, str],
               stdio: tuple[int, int, int], nice: int | None = None,
-              connection_file: str | None = None,
+              connection: tuple[str, str] | None = None,
               landlock: dict[str, Any] | None = None) -> concurrent.futures.Future[int]:
         """Ask for a kernel running ``ipykernel_launcher argv``; the future gives its pid.
 
         ``nice`` lowers its CPU priority from the start (see ``ChildKernel.nice``).
-        ``connection_file`` (a path in ``argv``) is moved into the kernel's memory
-        before it starts; ``landlock`` is the spec the kernel applies to itself
-        (see :func:`._kernel_landlock.apply`).
+        ``connection`` is ``(path, content)``: the connection file named in
+        ``argv``, which is not on disk; the kernel reads it from memory instead.
+        ``landlock`` is the spec the kernel applies to itself (see
+        :func:`._kernel_landlock.apply`).
 
         ``stdio`` are the file descriptors for its stdin, stdout and stderr; they
         are passed over the socket, so the caller may close them afterwards.
@@ -204,7 +205,7 @@ class ForkServer:
             future: concurrent.futures.Future[int] = concurrent.futures.Future()
             self._pending[self._next_id] = future
             request = {"id": self._next_id, "argv": list(argv), "cwd": cwd, "env": dict(env),
-                       "nice": nice, "connection_file": connection_file, "landlock": landlock,
+                       "nice": nice, "connection": connection, "landlock": landlock,
                        "translate": self.translate}
             try:
                 socket.send_fds(self._sock, [json.dumps(request).encode()], list(stdio))
@@ -411,7 +412,8 @@ class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
                     opened.append(fd)
             future = server.spawn(own[3:], cwd=cwd, env=env,
                                   stdio=(stdio[0], stdio[1], stdio[2]), nice=self.nice,
-                                  connection_file=self.parent.connection_file,
+                                  connection=(self.parent.connection_file,
+                                              self.parent.connection_json()),
                                   landlock=self.landlock)
             try:
                 pid = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
@@ -422,6 +424,8 @@ class ForkedProvisioner(LocalProvisioner):  # type: ignore[misc]
                 raise
         except (ForkServerError, OSError, asyncio.TimeoutError) as exc:
             self.log.warning("Forking a kernel failed (%s); launching it the usual way.", exc)
+            self.parent.memory_only = False  # a launched kernel reads the file (then deletes it)
+            self.parent.write_connection_file()
             return await super().launch_kernel(cmd, **kwargs)
         finally:
             for fd in opened:

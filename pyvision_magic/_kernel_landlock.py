@@ -253,8 +253,7 @@ def conceal_connection_file(path):
 
     Returns the ``/proc/self/fd/N`` path the kernel reads it from instead: no
     other process can find or open it (``/proc/PID/fd`` of another domain is
-    out of reach), so the kernel's HMAC key is nowhere on disk. ``translate``d
-    socket paths are rewritten by the caller first.
+    out of reach), so the kernel's HMAC key is not on disk once it started.
     """
     with open(path, "rb") as source:
         data = source.read()

@@ -394,6 +394,25 @@ class SandboxKernelManager(AsyncKernelManager):
         Unicode(), help="Arguments put before the kernelspec's command (the bwrap call)."
     )
     sandboxed = Bool(False, help="Whether command_prefix is a bwrap call (signals go inside).")
+    memory_only = Bool(
+        False, help="Delete the connection file as soon as it is written: a forked kernel "
+        "gets its content through the template, so its key is never on disk for a tool "
+        "to read (jupyter_client would otherwise write it again after the launch).")
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        super().write_connection_file(**kwargs)
+        if self.memory_only:
+            try:
+                os.unlink(self.connection_file)
+            except FileNotFoundError:
+                pass
+
+    def connection_json(self) -> str:
+        """The connection file's content, from memory."""
+        info = dict(self.get_connection_info())
+        if isinstance(info.get("key"), bytes):
+            info["key"] = info["key"].decode("ascii")
+        return json.dumps(info)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         return [*self.command_prefix, *super().format_kernel_cmd(extra_arguments)]

@@ -12,11 +12,12 @@ and ``_become_subreaper``) and :mod:`._kernel_landlock`. It may run inside the
 bubblewrap sandbox (see :mod:`._kernel_sandbox`), where its pids are those of
 the sandbox's own process namespace and the parent's paths are seen elsewhere.
 
-- Request ``{"id", "argv", "cwd", "env", "nice", "connection_file", "landlock",
+- Request ``{"id", "argv", "cwd", "env", "nice", "connection", "landlock",
   "translate"}`` with three file descriptors (the kernel's stdin, stdout and
   stderr) attached: fork a kernel that runs ``ipykernel_launcher argv``; reply
-  ``{"id", "pid"}`` or ``{"id", "error"}``. Before ipykernel starts a thread the
-  kernel takes its connection file out of the file system, applies the Landlock
+  ``{"id", "pid"}`` or ``{"id", "error"}``. ``connection`` is ``[path, content]``:
+  the connection file named in ``argv`` is not on disk, and the kernel reads
+  it from memory. Before ipykernel starts a thread the kernel applies the Landlock
   spec (see :func:`._kernel_landlock.apply`) and asks to die with the template.
   ``translate`` is ``[outside, inside]``: the parent's path prefix of the shared
   kernel folder and where the sandbox shows it.
@@ -94,18 +95,20 @@ def _translator(request: dict):
     return translate
 
 
-def _private_connection_file(path: str, translate) -> str:
-    """Move the connection file into memory (see ``conceal_connection_file``).
+def _connection_in_memory(content: str, translate) -> str:
+    """The connection file's content in an anonymous in-memory file; its path.
 
-    Its socket paths are the parent's; inside the sandbox they are translated.
+    ``/proc/self/fd/N`` of another process is out of reach (Landlock), so the
+    kernel's key is nowhere a tool could read it. Inside the sandbox the socket
+    paths are translated to where the sandbox shows them.
     """
-    with open(path, encoding="utf-8") as source:
-        info = json.load(source)
+    info = json.loads(content)
     if isinstance(info.get("ip"), str):
         info["ip"] = translate(info["ip"])
-    with open(path, "w", encoding="utf-8") as target:
-        json.dump(info, target)
-    return _LANDLOCK["conceal_connection_file"](path)
+    fd = os.memfd_create("pyvision-connection", 0)  # inheritable: the kernel reads it
+    os.write(fd, json.dumps(info).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return f"/proc/self/fd/{fd}"
 
 
 def _become_kernel(request: dict, fds: list, template_fds: list) -> int:
@@ -137,10 +140,10 @@ def _become_kernel(request: dict, fds: list, template_fds: list) -> int:
     # trait's default was read from the environment when the template imported it.)
     env["JPY_PARENT_PID"] = str(os.getppid())
     argv = [translate(arg) for arg in request["argv"]]
-    connection = request.get("connection_file")
-    if connection:
-        concealed = _private_connection_file(translate(connection), translate)
-        argv = [concealed if arg == translate(connection) else arg for arg in argv]
+    if request.get("connection"):
+        path, content = request["connection"]
+        in_memory = _connection_in_memory(content, translate)
+        argv = [in_memory if arg == translate(path) else arg for arg in argv]
     argv.append(f"--IPKernelApp.parent_handle={os.getppid()}")
     if request.get("landlock") is not None:
         # Before ipykernel starts any thread: a domain covers only the threads

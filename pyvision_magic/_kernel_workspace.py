@@ -216,6 +216,8 @@ class Workspace:
                     os.unlink(name, dir_fd=directory)  # whatever is there, links included
                 except FileNotFoundError:
                     pass
+                except IsADirectoryError:  # a tool made a folder of that name
+                    shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                 with open(os.open(name, flags, 0o644, dir_fd=directory), "wb") as file:
                     file.write(image.data)

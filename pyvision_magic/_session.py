@@ -336,11 +336,14 @@ class Session(LoggingConfigurable):
         t = self.transcript
         with _executor_faults():
             libraries = await self.executor.importable_libraries()
+            network_access = getattr(self.executor, "network_access", None)
+            network = await network_access() if network_access is not None else True
         python = getattr(self.executor, "python_version", None) or platform.python_version()
         last = t.max_turns - 1
         await self._encode_images(t.images)
         messages: list[dict[str, Any]] = [
-            {"role": "system", "content": system_prompt(libraries=libraries, python=python, timeout=self.timeout)},
+            {"role": "system", "content": system_prompt(libraries=libraries, python=python,
+                                                        timeout=self.timeout, network=network)},
             question_message(t.question, t.images, self._image_url, last_turn=last == 0),
         ]
         if self._history:

@@ -118,11 +118,22 @@ def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
         default=60.0,
         help="seconds one tool may run (default: 60)",
     )
-    p.add_argument(
+    isolation = p.add_mutually_exclusive_group()
+    isolation.add_argument(
         "--sandbox",
-        action="store_true",
-        help="run the tools under bubblewrap: no network, read-only file system but "
-        "the scratch folder (needs the 'bubblewrap' package)",
+        dest="sandbox",
+        action="store_const",
+        const=True,
+        default="auto",
+        help="refuse to run the tools outside the bubblewrap sandbox (default: sandboxed "
+        "where bubblewrap works, else unsandboxed with a notice; see the README)",
+    )
+    isolation.add_argument(
+        "--no-sandbox",
+        dest="sandbox",
+        action="store_const",
+        const=False,
+        help="run the tools without the sandbox: they can use the network and write your files",
     )
     p.add_argument("--save", metavar="PATH", help="write the transcript JSON to PATH")
     p.add_argument(
@@ -252,8 +263,15 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
     from ._kernel import ChildKernel
     from ._session import Session
 
-    session = Session(question, images, model=model, executor=ChildKernel(sandbox=args.sandbox),
+    kernel = ChildKernel(sandbox=args.sandbox)
+    session = Session(question, images, model=model, executor=kernel,
                       max_turns=max_turns, timeout=args.timeout)
+    try:
+        isolation = await kernel.choose_isolation()
+    except Exception:  # noqa: BLE001 - the session reports it (the kernel cannot start)
+        isolation = None
+    if isolation is not None and not isolation.sandboxed:
+        print(f"pyvision: tools run {terminal_safe(isolation.describe())}.", file=sys.stderr)
     if not args.quiet:
         ConsoleProgress(sys.stderr).attach(session)
     loop = asyncio.get_running_loop()
