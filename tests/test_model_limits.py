@@ -336,3 +336,15 @@ def test_a_function_call_only_reply_gets_one_nudge_to_write_code(chat_server, st
     nudge = chat_server.chat_requests[1].body["messages"][-1]
     assert nudge["role"] == "user" and NUDGE not in nudge["content"]
     assert f"{FENCE}python" in nudge["content"] and "function" in nudge["content"].lower()
+
+
+@needs_session_change
+@pytest.mark.timeout(120)
+def test_a_second_function_call_only_reply_ends_the_session(chat_server, image_path, no_openai_env):
+    call = Reply(tool_calls=(ToolCall("python", '{"code": "print(6 * 7)"}'),))
+    chat_server.script = [call, call, "<answer>never asked</answer>"]
+    session = run_session("6*7?", [load_image(image_path)], model_for(chat_server))
+    t = session.transcript
+    assert len(chat_server.chat_requests) == 2
+    assert t.status == "error" and "calling functions (python)" in t.error
+    assert [bool(turn.note) for turn in t.turns] == [True, True]
