@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import time
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from traitlets import Bool, Float, Int, Unicode, default
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ._errors import (
@@ -22,20 +26,54 @@ from ._errors import (
 )
 from ._hooks import run_hook
 from ._meta import InterfaceMeta
+from ._parsing import StreamedText, reply_end
 from ._records import Usage
 
 __all__ = ["Model", "ModelReply", "OpenAIModel"]
 
 DeltaCallback = Callable[[str], "Awaitable[None] | None"]
 
+# With the stop sequence sent, the endpoint ends the reply a few characters after
+# its code block; this many more characters mean it ignores the stop sequence.
+_STOP_GRACE_CHARS = 200
+# A non-streamed body is read up to this many bytes per allowed character: JSON
+# escapes one character as up to 12 bytes (a surrogate pair), plus the envelope.
+_BYTES_PER_CHAR = 12
+_ENVELOPE_BYTES = 64 * 1024
+
 
 @dataclass
 class ModelReply:
-    """One completion: its text, token usage and why it ended."""
+    """One completion: its text, token usage and why it ended.
+
+    Parameters
+    ----------
+    text : str
+        The reply's content ("" when it had none).
+    usage : Usage
+        Token counts as reported; zero when the endpoint reported none, or when
+        reading stopped early (``cut``) before the usage report, which comes last.
+    finish_reason : str or None
+        The endpoint's: ``"stop"``, ``"length"`` (``max_tokens`` reached),
+        ``"tool_calls"``, ``"content_filter"``; ``"stop"`` when ``cut``.
+    refusal : str or None
+        The model's refusal message (OpenAI's ``refusal`` field), when it
+        declined to answer; None otherwise.
+    tool_calls : list of str
+        Names of the functions the model called. None are offered, so a call
+        means the model did not write its code as the prompt asks.
+    cut : bool
+        True when reading stopped after the reply's first complete code block
+        or answer: what the model wrote after it is cut by
+        :func:`~pyvision_magic._parsing.parse_reply` anyway.
+    """
 
     text: str
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
+    refusal: str | None = None
+    tool_calls: list[str] = field(default_factory=list)
+    cut: bool = False
 
 
 class Model(metaclass=InterfaceMeta):
@@ -71,6 +109,11 @@ class OpenAIModel(Model, LoggingConfigurable):
     Studio, OpenRouter and others: set ``base_url`` and the variable that holds
     the key. Retries of 408/409/429/5xx and connection errors, with exponential
     backoff that honours ``Retry-After``, are done by the ``openai`` package.
+
+    Each reply is bounded, so that no endpoint can hold a session forever: in
+    time (``reply_deadline``), in characters read (``max_reply_chars``; reading
+    also stops once the first code block or answer is complete) and in tokens
+    generated (``max_tokens``).
     """
 
     model = Unicode("gpt-4.1", help="Model name sent to the endpoint.").tag(config=True)
@@ -100,12 +143,52 @@ class OpenAIModel(Model, LoggingConfigurable):
         None, allow_none=True, help="Sampling temperature; None leaves the endpoint's default."
     ).tag(config=True)
     max_tokens = Int(
-        None, allow_none=True, help="Cap on tokens per reply; None leaves the endpoint's default."
+        16384,
+        allow_none=True,
+        help="Most tokens the endpoint may generate per reply, reasoning tokens included: "
+        "enough for reasoning models to think, while a runaway reply stays bounded. "
+        "None sends no limit. Left out for the rest of the session if the endpoint "
+        "refuses it.",
+    ).tag(config=True)
+    max_tokens_param = Enum(
+        ["max_completion_tokens", "max_tokens"],
+        help="Request field that carries max_tokens. Default: 'max_completion_tokens' for "
+        "OpenAI and Azure OpenAI (their reasoning models refuse 'max_tokens'), else "
+        "'max_tokens', the name every OpenAI-compatible server understands.",
+    ).tag(config=True)
+    reply_deadline = Float(
+        300.0,
+        allow_none=True,
+        help="Seconds one model reply may take in all (connecting, retries and streaming "
+        "included). Past it the session ends with an error, keeping the turns so far. "
+        "None waits forever.",
+    ).tag(config=True)
+    max_reply_chars = Int(
+        200_000,
+        allow_none=True,
+        help="Characters one reply may send (text, refusal and function-call arguments "
+        "together) before reading stops and the session ends with an error. Reading "
+        "stops anyway once the reply's first code block or answer is complete. None "
+        "allows any length.",
     ).tag(config=True)
 
     @default("base_url")
     def _default_base_url(self) -> str | None:
         return os.environ.get("OPENAI_BASE_URL") or None
+
+    @default("max_tokens_param")
+    def _default_max_tokens_param(self) -> str:
+        host = (urlsplit(self.endpoint).hostname or "").lower()
+        if host == "openai.com" or host.endswith((".openai.com", ".openai.azure.com")):
+            return "max_completion_tokens"
+        return "max_tokens"
+
+    @validate("max_tokens", "max_reply_chars", "reply_deadline", "request_timeout")
+    def _positive(self, proposal: Any) -> Any:
+        value = proposal["value"]
+        if value is not None and value <= 0:
+            raise TraitError(f"{proposal['trait'].name} must be positive (or None), not {value}.")
+        return value
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -161,54 +244,146 @@ class OpenAIModel(Model, LoggingConfigurable):
         stop: Sequence[str] | None = None,
         on_delta: DeltaCallback | None = None,
     ) -> ModelReply:
+        deadline = self.reply_deadline
+        if deadline is None:
+            return await self._complete(messages, stop, on_delta)
+        started = time.monotonic()
+        try:
+            return await asyncio.wait_for(self._complete(messages, stop, on_delta), deadline)
+        except asyncio.TimeoutError:
+            if time.monotonic() - started < deadline:
+                raise  # not ours
+            # A server can keep a connection alive forever with a drip of bytes, or
+            # stream tokens forever: neither trips the per-read request_timeout.
+            raise ModelUnreachable(
+                f"{self.endpoint} did not finish its reply within the {deadline:g} s deadline; "
+                "the session so far is kept: check the server, or raise "
+                "OpenAIModel.reply_deadline.",
+                base_url=self.endpoint,
+                model=self.model,
+            ) from None
+
+    async def _complete(
+        self,
+        messages: Sequence[dict[str, Any]],
+        stop: Sequence[str] | None,
+        on_delta: DeltaCallback | None,
+    ) -> ModelReply:
         import openai
 
         client = self._get_client()
         params: dict[str, Any] = {"model": self.model, "messages": list(messages)}
         if self.temperature is not None:
             params["temperature"] = self.temperature
+        # Fields some endpoints refuse (reasoning models refuse `stop`; some refuse
+        # `max_tokens`, or a limit above what the model or its context allows).
+        optional: dict[str, Any] = {}
+        if stop and self.use_stop:
+            optional["stop"] = list(stop)
         if self.max_tokens is not None:
-            params["max_tokens"] = self.max_tokens
-        send_stop = bool(stop) and self.use_stop
-        if send_stop:
-            params["stop"] = list(stop or ())
+            optional[self.max_tokens_param] = self.max_tokens
+        sent = dict(optional)
         try:
-            try:
-                return await self._request(client, params, on_delta)
-            except openai.BadRequestError as exc:
-                if not send_stop:
-                    raise
-                # Some endpoints (reasoning models among them) refuse `stop`. Ask
-                # once more without it; only if that works (or the error names
-                # `stop`) is it left out from now on, since a model may be shared by
-                # many sessions and a 400 can have other causes (a huge image).
-                params.pop("stop")
-                if getattr(exc, "param", None) == "stop":
-                    self.use_stop = False
-                reply = await self._request(client, params, on_delta)
-                self.use_stop = False
-                self.log.info("endpoint refused the stop sequence; continuing without it")
-                return reply
+            while True:
+                try:
+                    reply = await self._request(client, {**params, **sent}, on_delta, "stop" in sent)
+                    break
+                except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                    if not sent:
+                        raise
+                    # Ask again without the field the error names, or without all
+                    # of them if it names none. A field is left out from now on only
+                    # if it was named or the request then works, since a model may be
+                    # shared by many sessions and a 400 can have other causes (a huge
+                    # image).
+                    named = getattr(exc, "param", None)
+                    if named in sent:
+                        del sent[named]
+                        self._leave_out(named)
+                    else:
+                        sent.clear()
+            for name in optional.keys() - sent.keys():
+                self._leave_out(name)
+            return reply
         except openai.APIError as exc:
             raise self._map_error(exc) from exc
 
+    def _leave_out(self, name: str) -> None:
+        """Stop sending an optional request field the endpoint refused."""
+        if name == "stop" and self.use_stop:
+            self.use_stop = False
+            self.log.info("endpoint refused the stop sequence; continuing without it")
+        elif name == self.max_tokens_param and self.max_tokens is not None:
+            self.max_tokens = None
+            self.log.info("endpoint refused %s; continuing without a token limit", name)
+
     async def _request(
+        self, client: Any, params: dict[str, Any], on_delta: DeltaCallback | None, stop_sent: bool
+    ) -> ModelReply:
+        if self.stream:
+            return await self._streamed(client, params, on_delta, stop_sent)
+        return await self._plain(client, params, on_delta)
+
+    async def _plain(
         self, client: Any, params: dict[str, Any], on_delta: DeltaCallback | None
     ) -> ModelReply:
         import openai
+        from openai.types.chat import ChatCompletion
 
-        if not self.stream:
-            resp = await client.chat.completions.create(**params)
+        # Read the body ourselves, so that an endless one is given up at the size cap
+        # instead of filling memory until the deadline.
+        cap = self.max_reply_chars
+        limit = None if cap is None else cap * _BYTES_PER_CHAR + _ENVELOPE_BYTES
+        parts: list[bytes] = []
+        size = 0
+        async with client.chat.completions.with_streaming_response.create(**params) as response:
+            try:
+                async for data in response.iter_bytes():
+                    size += len(data)
+                    if limit is not None and size > limit:
+                        raise self._too_long()
+                    parts.append(data)
+            except (openai.APIError, ModelError):
+                raise
+            except Exception as exc:
+                raise self._broken_off(size, "bytes") from exc
+        try:
+            resp = ChatCompletion.model_construct(**json.loads(b"".join(parts)))
             choice = resp.choices[0] if resp.choices else None
-            text = (choice.message.content or "") if choice else ""
-            if text and on_delta is not None:
-                await run_hook(on_delta, text)
-            return ModelReply(text, _usage(resp.usage), choice.finish_reason if choice else None)
+            message = choice.message if choice else None
+            text = (message.content or "") if message else ""
+            refusal = (getattr(message, "refusal", None) or None) if message else None
+            functions = [c.function for c in getattr(message, "tool_calls", None) or ()]
+            legacy = getattr(message, "function_call", None) if message else None
+            if legacy is not None:  # the deprecated single call
+                functions.append(legacy)
+            calls = [f.name for f in functions]
+            arguments = sum(len(f.arguments or "") for f in functions)
+            finish = choice.finish_reason if choice else None
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ModelStreamError(
+                f"{self.endpoint} sent a response that could not be read: {_one_line(str(exc))}",
+                base_url=self.endpoint,
+                model=self.model,
+            ) from exc
+        if cap is not None and len(text) + len(refusal or "") + arguments > cap:
+            end = reply_end(text)
+            if end is None or end > cap:
+                raise self._too_long()
+        if text and on_delta is not None:
+            await run_hook(on_delta, text)
+        return ModelReply(text, _usage(resp.usage), finish, refusal, calls)
+
+    async def _streamed(
+        self, client: Any, params: dict[str, Any], on_delta: DeltaCallback | None, stop_sent: bool
+    ) -> ModelReply:
+        import openai
 
         stream = await client.chat.completions.create(
             **params, stream=True, stream_options={"include_usage": True}
         )
-        pieces: list[str] = []
+        reply = _StreamedReply(grace=_STOP_GRACE_CHARS if stop_sent else 0)
+        cap = self.max_reply_chars
         usage = Usage()
         finish: str | None = None
         try:
@@ -216,24 +391,25 @@ class OpenAIModel(Model, LoggingConfigurable):
                 if chunk.usage is not None:
                     usage = _usage(chunk.usage)
                 for choice in chunk.choices or ():
-                    delta = choice.delta.content if choice.delta else None
-                    if delta:
-                        pieces.append(delta)
-                        if on_delta is not None:
-                            await run_hook(on_delta, delta)
+                    delta = choice.delta
+                    if delta is not None:
+                        reply.add(delta)
+                        if delta.content and on_delta is not None:
+                            await run_hook(on_delta, delta.content)
                     if choice.finish_reason:
                         finish = choice.finish_reason
-        except openai.APIStatusError:
+                if reply.done:
+                    # Whatever follows is cut by parse_reply: stop paying for it.
+                    return ModelReply(reply.text, usage, finish or "stop", reply.refusal,
+                                      reply.tool_calls, cut=finish is None)
+                if cap is not None and reply.size > cap:
+                    raise self._too_long()
+        except (openai.APIStatusError, ModelError):
             raise
         except Exception as exc:
             # The connection broke after the stream began (openai reports it as
             # APIConnectionError); that is a cut reply, not an unreachable server.
-            raise ModelStreamError(
-                f"The response from {self.endpoint} stopped after {len(''.join(pieces))} "
-                "characters; the session so far is kept, try again.",
-                base_url=self.endpoint,
-                model=self.model,
-            ) from exc
+            raise self._broken_off(reply.size, "characters") from exc
         finally:
             await stream.close()
         if finish is None:
@@ -243,7 +419,24 @@ class OpenAIModel(Model, LoggingConfigurable):
                 base_url=self.endpoint,
                 model=self.model,
             )
-        return ModelReply("".join(pieces), usage, finish)
+        return ModelReply(reply.text, usage, finish, reply.refusal, reply.tool_calls)
+
+    def _too_long(self) -> ModelStreamError:
+        return ModelStreamError(
+            f"{self.endpoint} sent more than {self.max_reply_chars:,} characters without "
+            "finishing a code block or an answer; the session so far is kept: check that the "
+            f"server honours {self.max_tokens_param}, or raise OpenAIModel.max_reply_chars.",
+            base_url=self.endpoint,
+            model=self.model,
+        )
+
+    def _broken_off(self, size: int, unit: str) -> ModelStreamError:
+        return ModelStreamError(
+            f"The response from {self.endpoint} stopped after {size} {unit}; the session so "
+            "far is kept, try again.",
+            base_url=self.endpoint,
+            model=self.model,
+        )
 
     def _map_error(self, exc: Exception) -> ModelError:
         """Turn an openai exception into our error with one actionable sentence."""
@@ -292,6 +485,55 @@ class OpenAIModel(Model, LoggingConfigurable):
         return ModelStreamError(
             f"{where} sent a response that could not be read: {_one_line(str(exc))}", **kw
         )
+
+
+class _StreamedReply:
+    """What a streamed reply has sent so far: text, refusal and function calls.
+
+    ``done`` turns True once the text holds a complete first code block or
+    answer followed by ``grace`` more characters.
+    """
+
+    def __init__(self, grace: int = 0) -> None:
+        self._text = StreamedText()
+        self._refusal: list[str] = []
+        self._calls: dict[int, str] = {}
+        self._grace = grace
+        #: Characters of text, refusal and function-call arguments together.
+        self.size = 0
+
+    @property
+    def text(self) -> str:
+        return self._text.text
+
+    @property
+    def refusal(self) -> str | None:
+        return "".join(self._refusal) if self._refusal else None
+
+    @property
+    def tool_calls(self) -> list[str]:
+        return [self._calls[i] for i in sorted(self._calls)]
+
+    @property
+    def done(self) -> bool:
+        end = self._text.end
+        return end is not None and self._text.length - end >= self._grace
+
+    def add(self, delta: Any) -> None:
+        """Record one delta's content, refusal and function-call pieces."""
+        if delta.content:
+            self._text.add(delta.content)
+            self.size += len(delta.content)
+        if getattr(delta, "refusal", None):
+            self._refusal.append(delta.refusal)
+            self.size += len(delta.refusal)
+        calls = [(c.index or 0, c.function) for c in getattr(delta, "tool_calls", None) or ()]
+        if getattr(delta, "function_call", None) is not None:  # the deprecated single call
+            calls.append((-1, delta.function_call))
+        for index, function in calls:
+            if function is not None:
+                self._calls[index] = self._calls.get(index, "") + (function.name or "")
+                self.size += len(function.arguments or "")
 
 
 def _one_line(text: str, limit: int = 200) -> str:

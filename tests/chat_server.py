@@ -10,7 +10,9 @@ Script steps
 ``str``
     An assistant reply with that text.
 `Reply`
-    A reply with explicit usage, finish reason and delays.
+    A reply with explicit usage, finish reason and delays; or a refusal
+    (``refusal=``) or function calls (``tool_calls=`` of `ToolCall`) in the
+    shapes OpenAI sends them, streamed and not.
 `HTTPError`
     An error response in OpenAI's ``{"error": {...}}`` shape.  Retryable
     statuses (408, 409, 429, 5xx) get ``retry-after-ms: 10`` unless the step
@@ -19,13 +21,21 @@ Script steps
     Streamed: some SSE chunks, then the connection closes mid-body (no
     ``[DONE]``, no final chunk).  Not streamed: the connection closes before
     any response.
+`Drip`
+    A 200 response that never ends: one byte every ``interval`` seconds, so
+    the connection stays alive and no read timeout fires.
+`Endless`
+    A reply whose text never ends (streamed: content deltas forever; not
+    streamed: a JSON body whose ``content`` string never closes).
 callable
     ``step(request_json) -> step``, evaluated per request, for dynamic replies.
 
 When the script runs out the server answers 500 ``script_exhausted`` with
 ``x-should-retry: false`` (the client fails at once instead of retrying),
 unless ``default`` gives a step to use instead.  Requests rejected by the
-``api_key``, ``models`` or ``reject_stop`` checks do not consume a step.
+``api_key``, ``models``, ``reject_stop`` or ``reject_params`` checks do not
+consume a step.  `Drip` and `Endless` run until the client hangs up or the
+server stops.
 
 What the openai client (3.x, on ``httpx2``) raises
 --------------------------------------------------
@@ -49,8 +59,8 @@ Fixtures
 --------
 ``chat_server`` yields a started server with an empty script;
 ``make_chat_server(script=None, **options)`` makes started servers with
-options (``models``, ``api_key``, ``reject_stop``, ``default``,
-``chunk_chars``).  Both stop their servers after the test and fail it if a
+options (``models``, ``api_key``, ``reject_stop``, ``reject_params``,
+``default``, ``chunk_chars``).  Both stop their servers after the test and fail it if a
 server recorded an unexpected exception in ``errors``.  Import them into
 ``tests/conftest.py`` with ``from chat_server import chat_server,
 make_chat_server`` (pytest puts ``tests/`` on ``sys.path`` while it has no
@@ -74,23 +84,34 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Collection, Iterator, Union
 
 import pytest
 
 __all__ = [
     "ChatServer",
     "CutStream",
+    "Drip",
+    "Endless",
     "HTTPError",
     "RecordedRequest",
     "Reply",
     "Step",
+    "ToolCall",
     "chat_server",
     "make_chat_server",
 ]
 
 #: The model name listed by ``GET /v1/models`` when ``models`` is not set.
 DEFAULT_MODEL = "test-model"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call in a reply: ``arguments`` is the JSON text, streamed in pieces."""
+
+    name: str
+    arguments: str = "{}"
 
 
 @dataclass(frozen=True)
@@ -101,14 +122,32 @@ class Reply:
     the request body length // 4, completion tokens the words in the content.
     ``delay`` (seconds) passes before the response starts; ``chunk_delay``
     between streamed chunks.  Neither blocks other requests.
+
+    ``refusal`` sends OpenAI's refusal message (``message.refusal``, streamed
+    as ``delta.refusal`` pieces) and ``tool_calls`` function calls
+    (``message.tool_calls``, streamed as ``delta.tool_calls``); with either,
+    an empty ``text`` is sent as ``content: null``, as OpenAI does.
+    ``finish_reason`` defaults to ``"tool_calls"`` with tool calls, else ``"stop"``.
     """
 
-    text: str
+    text: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    finish_reason: str = "stop"
+    finish_reason: str | None = None
     delay: float = 0.0
     chunk_delay: float = 0.0
+    refusal: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def finish(self) -> str:
+        """The finish reason sent."""
+        return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
+
+    @property
+    def content(self) -> str | None:
+        """The ``content`` sent: ``None`` in place of "" beside a refusal or tool calls."""
+        return None if not self.text and (self.refusal is not None or self.tool_calls) else self.text
 
 
 @dataclass(frozen=True)
@@ -141,7 +180,37 @@ class CutStream:
     delay: float = 0.0
 
 
-Step = Union[str, Reply, HTTPError, CutStream, Callable[[dict], Any]]
+@dataclass(frozen=True)
+class Drip:
+    """A response that keeps the connection alive and never finishes.
+
+    The status line and headers go out at once; then one byte every
+    ``interval`` seconds: streamed, after the role chunk, a newline (a blank
+    SSE line, which clients skip); not streamed, a space (JSON allows leading
+    whitespace) in a chunked body.  Each byte resets the client's read timeout.
+    """
+
+    interval: float = 0.2
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Endless:
+    """A reply that never ends: ``prefix``, then ``text`` again and again.
+
+    Streamed: one content delta of ``text`` per chunk, ``chunk_delay`` seconds
+    apart, and never a finish reason.  Not streamed: a chunked JSON body whose
+    message ``content`` string never closes.  Stop sequences are ignored, as
+    by a server that does not honour them.
+    """
+
+    text: str = "and so on "
+    prefix: str = ""
+    chunk_delay: float = 0.0
+    delay: float = 0.0
+
+
+Step = Union[str, Reply, HTTPError, CutStream, Drip, Endless, Callable[[dict], Any]]
 
 
 @dataclass
@@ -207,6 +276,10 @@ class ChatServer:
     reject_stop
         Answer 400 ``unsupported_parameter`` to any request with ``stop``,
         like some reasoning models.
+    reject_params
+        Request fields (e.g. ``{"max_tokens"}``) answered the same way, with
+        OpenAI's message and ``param`` naming the field, when present and not
+        null.
     default
         Step used for every request after the script runs out; ``None``
         answers 500 ``script_exhausted``.
@@ -223,12 +296,14 @@ class ChatServer:
         models: list[str] | None = None,
         api_key: str | None = None,
         reject_stop: bool = False,
+        reject_params: Collection[str] = (),
         default: Step | None = None,
         chunk_chars: int = 8,
     ) -> None:
         self.models = models
         self.api_key = api_key
         self.reject_stop = reject_stop
+        self.reject_params = set(reject_params)
         self.default = default
         self.chunk_chars = chunk_chars
         #: Unexpected exceptions raised while serving (server bugs); clients
@@ -496,6 +571,13 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
                 rec, 400, "Unsupported parameter: 'stop' is not supported with this model.",
                 "invalid_request_error", "unsupported_parameter", param="stop",
             )
+        for name in sorted(chat.reject_params):
+            if body.get(name) is not None:
+                better = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
+                return self._send_error(
+                    rec, 400, f"Unsupported parameter: '{name}' is not supported with this model.{better}",
+                    "invalid_request_error", "unsupported_parameter", param=name,
+                )
         step, rec.step_index = chat._next_step()
         try:
             for _ in range(10):  # a callable may return another callable
@@ -514,7 +596,7 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
             )
         if isinstance(step, str):
             step = Reply(step)
-        if not isinstance(step, (Reply, HTTPError, CutStream)):
+        if not isinstance(step, (Reply, HTTPError, CutStream, Drip, Endless)):
             return self._send_error(
                 rec, 500, f"Unknown script step {step!r}.", "server_error", "bad_script_step", retry=False
             )
@@ -524,16 +606,32 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
         if isinstance(step, HTTPError):
             return self._send_step_error(rec, step)
         stream = bool(body.get("stream"))
+        if isinstance(step, Drip):
+            return self._drip(rec, body, step, stream)
+        if isinstance(step, Endless):
+            return self._endless(rec, body, step, stream)
         if isinstance(step, CutStream):
             if stream:
                 return self._stream(rec, body, step.text_before, "stop", None, cut=True, cut_after=step.after_chunks)
             self.close_connection = True
             return None
         text, stopped = _truncate_at_stop(step.text, body.get("stop"))
-        finish_reason = "stop" if stopped else step.finish_reason
+        finish_reason = "stop" if stopped else step.finish
         usage = self._usage(raw, text, step)
+        content = step.content if text == step.text else text
         if stream:
-            return self._stream(rec, body, text, finish_reason, usage, chunk_delay=step.chunk_delay)
+            return self._stream(
+                rec, body, text, finish_reason, usage, chunk_delay=step.chunk_delay,
+                refusal=step.refusal, tool_calls=step.tool_calls,
+            )
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": step.refusal,
+                                   "annotations": []}
+        if step.tool_calls:
+            message["tool_calls"] = [
+                {"id": f"call_{i:04d}", "type": "function",
+                 "function": {"name": call.name, "arguments": call.arguments}}
+                for i, call in enumerate(step.tool_calls)
+            ]
         completion = {
             "id": chat._new_completion_id(),
             "object": "chat.completion",
@@ -542,7 +640,7 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }
@@ -556,7 +654,8 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
     @staticmethod
     def _usage(raw: bytes, text: str, step: Reply) -> dict:
         prompt = step.prompt_tokens if step.prompt_tokens is not None else len(raw) // 4
-        completion = step.completion_tokens if step.completion_tokens is not None else len(text.split())
+        words = len(text.split()) + len((step.refusal or "").split())
+        completion = step.completion_tokens if step.completion_tokens is not None else words
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -586,8 +685,49 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
         chunk_delay: float = 0.0,
         cut: bool = False,
         cut_after: int | None = None,
+        refusal: str | None = None,
+        tool_calls: tuple[ToolCall, ...] = (),
     ) -> None:
-        """Send the SSE stream; with ``cut``, stop after ``cut_after`` content chunks (all if None)."""
+        """Send the SSE stream; with ``cut``, stop after ``cut_after`` content chunks (all if None).
+
+        A refusal streams as ``delta.refusal`` pieces after the content, tool
+        calls as ``delta.tool_calls`` (the name first, then argument pieces).
+        """
+        chunk, base = self._chunk_maker(body)
+        self._start_stream(rec)
+        if refusal is not None or tool_calls:
+            # OpenAI's first chunk of a refusal or of function calls has null content.
+            self._send_event(chunk({"role": "assistant", "content": None if not text else "", "refusal": None}))
+        else:
+            self._send_event(chunk({"role": "assistant", "content": "", "refusal": None}))
+        deltas: list[dict] = [{"content": piece} for piece in self._pieces(text)]
+        deltas += [{"refusal": piece} for piece in self._pieces(refusal or "")]
+        for i, call in enumerate(tool_calls):
+            deltas.append({"tool_calls": [{"index": i, "id": f"call_{i:04d}", "type": "function",
+                                           "function": {"name": call.name, "arguments": ""}}]})
+            deltas += [{"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
+                       for piece in self._pieces(call.arguments)]
+        for n, delta in enumerate(deltas):
+            if cut and cut_after is not None and n >= cut_after:
+                break
+            if chunk_delay and self.chat._stopping.wait(chunk_delay):
+                break
+            self._send_event(chunk(delta))
+        if cut or self.chat._stopping.is_set():
+            # No terminating zero-length chunk: the client sees an incomplete body.
+            self.close_connection = True
+            return
+        self._send_event(chunk({}, finish_reason))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            self._send_event({**base, "choices": [], "usage": usage})
+        self._write_chunk(b"data: [DONE]\n\n")
+        # Recorded before the last write, so a client that has its answer sees it set.
+        rec.finished_at = time.monotonic()
+        self._write_chunk(b"")  # end of the chunked body
+
+    def _chunk_maker(self, body: dict) -> tuple[Callable[..., dict], dict]:
+        """``(chunk, base)``: ``chunk(delta, finish=None)`` makes one chunk of a new
+        response's stream; ``base`` holds the fields every chunk shares."""
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         base = {
             "id": self.chat._new_completion_id(),
@@ -604,31 +744,58 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
                 data["usage"] = None  # OpenAI sends null usage on every chunk but the last
             return data
 
+        return chunk, base
+
+    def _start_stream(self, rec: RecordedRequest, content_type: str = "text/event-stream; charset=utf-8") -> None:
+        """Send 200 with a chunked body of ``content_type``."""
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("x-request-id", f"req_{id(rec):x}")
         rec.status = 200  # recorded before the client can see the response
         self.end_headers()
-        self._send_event(chunk({"role": "assistant", "content": "", "refusal": None}))
-        for n, piece in enumerate(self._pieces(text)):
-            if cut and cut_after is not None and n >= cut_after:
-                break
-            if chunk_delay and self.chat._stopping.wait(chunk_delay):
-                break
-            self._send_event(chunk({"content": piece}))
-        if cut or self.chat._stopping.is_set():
-            # No terminating zero-length chunk: the client sees an incomplete body.
-            self.close_connection = True
+        self.wfile.flush()
+
+    def _drip(self, rec: RecordedRequest, body: dict, step: Drip, stream: bool) -> None:
+        """One byte every ``step.interval`` seconds until the client or the server gives up."""
+        self.close_connection = True  # the body never ends, so the connection cannot be reused
+        if stream:
+            self._start_stream(rec)
+            self._send_event(self._chunk_maker(body)[0]({"role": "assistant", "content": "", "refusal": None}))
+        else:
+            self._start_stream(rec, "application/json")
+        byte = b"\n" if stream else b" "
+        while not self.chat._stopping.wait(step.interval):
+            self._write_chunk(byte)
+
+    def _endless(self, rec: RecordedRequest, body: dict, step: Endless, stream: bool) -> None:
+        """``step.prefix`` then ``step.text`` forever, until the client or the server gives up."""
+        self.close_connection = True
+        if stream:
+            chunk, _ = self._chunk_maker(body)
+            self._start_stream(rec)
+            self._send_event(chunk({"role": "assistant", "content": "", "refusal": None}))
+            for piece in self._pieces(step.prefix):
+                self._send_event(chunk({"content": piece}))
+            while not (step.chunk_delay and self.chat._stopping.wait(step.chunk_delay)):
+                if self.chat._stopping.is_set():
+                    return
+                self._send_event(chunk({"content": step.text}))
             return
-        self._send_event(chunk({}, finish_reason))
-        if include_usage:
-            self._send_event({**base, "choices": [], "usage": usage})
-        self._write_chunk(b"data: [DONE]\n\n")
-        # Recorded before the last write, so a client that has its answer sees it set.
-        rec.finished_at = time.monotonic()
-        self._write_chunk(b"")  # end of the chunked body
+        self._start_stream(rec, "application/json")
+        head = json.dumps({
+            "id": self.chat._new_completion_id(), "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "\x00"}}],
+        })
+        # Everything up to the content string's opening quote, then its text forever.
+        self._write_chunk(head[: head.index('"\\u0000"') + 1].encode() + json.dumps(step.prefix)[1:-1].encode())
+        piece = json.dumps(step.text)[1:-1].encode()
+        while not (step.chunk_delay and self.chat._stopping.wait(step.chunk_delay)):
+            if self.chat._stopping.is_set():
+                return
+            self._write_chunk(piece)
 
     def _send_event(self, data: dict) -> None:
         self._write_chunk(b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
