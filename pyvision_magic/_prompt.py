@@ -14,6 +14,7 @@ from ._records import ImageInput, Output
 __all__ = [
     "SYSTEM_PROMPT",
     "NUDGE",
+    "TOOL_CALLS_NUDGE",
     "LAST_TURN",
     "STOP_SEQUENCES",
     "system_prompt",
@@ -54,6 +55,13 @@ NUDGE = (
     "Your reply had neither code nor a final answer. Either write Python code in "
     "<code>```python ... ```</code> to examine the images, or give the final "
     "answer inside <answer>...</answer>."
+)
+
+TOOL_CALLS_NUDGE = (
+    "Your reply called functions ({names}), but no functions are available here. "
+    "Write the Python code you want to run in <code>```python ... ```</code> instead: it "
+    "runs in the Jupyter kernel and you will see what it prints and shows. Or give the "
+    "final answer inside <answer>...</answer>."
 )
 
 LAST_TURN = (
@@ -143,6 +151,12 @@ def feedback_message(
 def nudge_message(*, last_turn: bool = False) -> dict[str, Any]:
     """The user message sent after a reply with neither code nor answer."""
     return {"role": "user", "content": NUDGE + ("\n" + LAST_TURN if last_turn else "")}
+
+
+def tool_calls_message(names: Sequence[str], *, last_turn: bool = False) -> dict[str, Any]:
+    """The user message sent after a reply that only called functions."""
+    content = TOOL_CALLS_NUDGE.format(names=", ".join(names) or "unnamed")
+    return {"role": "user", "content": content + ("\n" + LAST_TURN if last_turn else "")}
 
 
 def output_as_image(out: Output) -> ImageInput:

@@ -27,6 +27,7 @@ from ._prompt import (
     output_as_image,
     question_message,
     system_prompt,
+    tool_calls_message,
 )
 from ._records import ExecutionResult, ImageInput, Usage
 from ._transcript import Transcript, Turn
@@ -357,15 +358,18 @@ class Session(LoggingConfigurable):
                 continue
             result = await self._run_tool(turn, turn.code)
             messages.append(await self._feedback(result, next_is_last))
+        tool_calls_nudged = False
         for index in range(self._history, t.max_turns):
             if self._stop_requested:
                 return "stopped"
             turn = Turn(index=index, text="")
             t.turns.append(turn)
             await self._emit("turn_start", turn)
+            # Joined once: `turn.text += delta` copies the whole reply on every delta.
+            pieces: list[str] = []
 
-            async def on_delta(delta: str, turn: Turn = turn) -> None:
-                turn.text += delta
+            async def on_delta(delta: str, turn: Turn = turn, pieces: list[str] = pieces) -> None:
+                pieces.append(delta)
                 await self._emit("text_delta", turn, delta)
 
             started = time.monotonic()
@@ -385,6 +389,7 @@ class Session(LoggingConfigurable):
             finally:
                 self._model_task = None
                 turn.model_seconds = time.monotonic() - started
+                turn.text = "".join(pieces)  # what arrived, if the reply broke off
             turn.text = reply.text
             turn.usage = reply.usage
             t.usage = t.usage + reply.usage
@@ -394,8 +399,25 @@ class Session(LoggingConfigurable):
                 turn.answer = t.answer = parsed.answer
                 await self._emit("answer", t)
                 return "answered"
+            if parsed.code is None and reply.refusal:
+                # The model declined: asking again wastes turns, and the user must see why.
+                turn.note = f"The model refused: {reply.refusal}"
+                raise ModelError(f"The model refused to answer: {' '.join(reply.refusal.split())}",
+                                 model=t.model)
             messages.append({"role": "assistant", "content": parsed.text})
             next_is_last = index + 1 == last
+            if parsed.code is None and reply.tool_calls:
+                names = ", ".join(reply.tool_calls)
+                if tool_calls_nudged:
+                    turn.note = f"The model called functions ({names}) again instead of writing code."
+                    raise ModelError(
+                        f"The model kept calling functions ({names}) instead of writing Python "
+                        "code, even when told not to: try another model.", model=t.model)
+                tool_calls_nudged = True
+                turn.note = (f"The model called functions ({names}) instead of writing code; "
+                             "it was told to write its code in a ```python block.")
+                messages.append(tool_calls_message(reply.tool_calls, last_turn=next_is_last))
+                continue
             if parsed.code is None:
                 messages.append(nudge_message(last_turn=next_is_last))
                 continue

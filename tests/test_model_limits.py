@@ -26,12 +26,6 @@ FENCE = "```"
 GUARD = 30.0
 
 both_modes = pytest.mark.parametrize("stream", [True, False], ids=["streamed", "plain"])
-# These need the Session to act on ModelReply.refusal / .tool_calls (the change is
-# in the `model` branch's report); strict, so applying it turns them into failures
-# until the marker is removed.
-needs_session_change = pytest.mark.xfail(
-    strict=True, reason="needs the _session.py change for ModelReply.refusal/tool_calls"
-)
 
 
 def model_for(server: Any, **kw: Any) -> OpenAIModel:
@@ -306,7 +300,6 @@ def test_function_call_arguments_count_towards_the_size_cap(chat_server, stream,
     assert isinstance(error, ModelStreamError) and "20,000" in str(error)
 
 
-@needs_session_change
 @pytest.mark.timeout(120)
 @both_modes
 def test_a_refusal_ends_the_session_with_its_text(chat_server, stream, image_path,
@@ -320,7 +313,6 @@ def test_a_refusal_ends_the_session_with_its_text(chat_server, stream, image_pat
     assert len(t.turns) == 1 and REFUSAL in t.turns[0].note
 
 
-@needs_session_change
 @pytest.mark.timeout(120)
 @both_modes
 def test_a_function_call_only_reply_gets_one_nudge_to_write_code(chat_server, stream, image_path,
@@ -338,7 +330,6 @@ def test_a_function_call_only_reply_gets_one_nudge_to_write_code(chat_server, st
     assert f"{FENCE}python" in nudge["content"] and "function" in nudge["content"].lower()
 
 
-@needs_session_change
 @pytest.mark.timeout(120)
 def test_a_second_function_call_only_reply_ends_the_session(chat_server, image_path, no_openai_env):
     call = Reply(tool_calls=(ToolCall("python", '{"code": "print(6 * 7)"}'),))
