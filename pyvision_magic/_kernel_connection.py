@@ -212,13 +212,6 @@ class KernelConnection:
                 f"The child kernel could not be launched ({exc}); check that ipykernel "
                 "is installed in the kernel's Python."
             ) from exc
-        # A launched kernel read its connection file already (the Landlock guard
-        # deleted it), and jupyter_client may have written it again: its key must
-        # not stay on disk for a tool to read. (A forked kernel's never was there.)
-        try:
-            os.unlink(self.km.connection_file)
-        except FileNotFoundError:
-            pass
         self.client = self.km.client()
         # No heartbeat thread: liveness comes from the process (km.is_alive), and 16
         # kernels would mean 16 more threads taking turns at the GIL.
@@ -235,6 +228,13 @@ class KernelConnection:
                 f"The child kernel did not become ready within {startup_timeout:g} s (its "
                 f"process {alive}); its log ends: {tail or '(empty)'}"
             )
+        # A launched kernel has read its connection file (the Landlock guard deletes
+        # it then), and jupyter_client may have written it again: its key must not
+        # stay on disk for a tool to read. (A forked kernel's never was there.)
+        try:
+            os.unlink(self.km.connection_file)
+        except FileNotFoundError:
+            pass
         reply = await self.silent(
             _boot_code(config),
             timeout=startup_timeout,

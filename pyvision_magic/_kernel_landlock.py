@@ -264,8 +264,47 @@ def conceal_connection_file(path):
     return f"/proc/self/fd/{fd}"
 
 
+def _subreap(kernel):
+    """Stay as the kernel's parent: reap, and kill what it leaves behind.
+
+    This process is a subreaper, so whatever a tool started (even in a session
+    of its own, even with an empty environment) is re-parented here once its
+    own parent ends; when the kernel ends, every such process is killed and
+    this process ends the way the kernel did.
+    """
+    import signal
+
+    # Ctrl-C for the kernel reaches this process too (jupyter_client signals the
+    # process group): the kernel handles it, this process must not die of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if pid == kernel:
+            break
+    for name in os.listdir("/proc"):  # what is left is orphans of the kernel's tools
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as stat:
+                    data = stat.read()
+                if int(data[data.rfind(b")") + 2:].split()[1]) == os.getpid():
+                    os.kill(int(name), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:  # end the way the kernel did, so the exit is reported alike
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code & 0xFF)
+
+
 def _guard(argv):
-    """``--guard SPEC [--connection-file PATH] -- CMD...``: protect, then exec CMD."""
+    """``--guard SPEC [--connection-file PATH] -- CMD...``: protect, then run CMD.
+
+    CMD runs in a child; this process stays as its subreaper (see :func:`_subreap`).
+    """
     spec = json.loads(argv[1])
     rest = argv[2:]
     connection = None
@@ -278,7 +317,14 @@ def _guard(argv):
         concealed = conceal_connection_file(connection)
         command = [concealed if arg == connection else arg for arg in command]
     apply(spec)
-    os.execvp(command[0], command)
+    _libc().prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    kernel = os.fork()
+    if kernel == 0:
+        die_with_parent()
+        # ipykernel quits when its parent changes; its parent is this process.
+        os.environ["JPY_PARENT_PID"] = str(os.getppid())
+        os.execvp(command[0], command)
+    _subreap(kernel)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--guard"]:
