@@ -26,6 +26,10 @@ What it sets up, and why:
   processes" below): threads print as the execution that started them, each
   execution has pipes of its own on fd 1 and 2, and processes a tool leaves
   running are killed when its execution ends, with a note on stderr.
+- Every message is valid UTF-8 (lone surrogates become U+FFFD), bytes written to
+  ``sys.stdout.buffer`` or fd 1 arrive as text, and images displayed by other
+  means than ours are checked (and shrunk) here, so the parent gets no broken or
+  huge image to decode.
 """
 
 from __future__ import annotations
@@ -805,6 +809,174 @@ def _end_execution() -> None:
     STATE["execution"] = None
 
 
+# -- messages: valid UTF-8, and images the parent can open ---------------------------
+
+#: Displayed images with more pixels than this are not decoded, whatever their size
+#: in bytes: a PNG header can claim any size.
+MAX_DISPLAYED_PIXELS = 50_000_000
+IMAGE_MIMES = ("image/png", "image/jpeg")
+DISPLAY_MESSAGES = frozenset({"display_data", "execute_result", "update_display_data"})
+
+
+class StreamBytes(io.BufferedIOBase):
+    """``sys.stdout.buffer`` for the kernel's streams: bytes arrive as UTF-8 text.
+
+    Invalid bytes become U+FFFD; a character split across writes is kept whole.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__()
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        with self._lock:
+            text = self._decoder.decode(data)
+        if text:
+            self._stream.write(text)
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
+def _replace_surrogates(value):
+    """``value`` with lone surrogates in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            # Through UTF-16 a valid surrogate pair becomes its character again.
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_replace_surrogates(key): _replace_surrogates(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace_surrogates(item) for item in value]
+    return value
+
+
+def _vet_image(encoded):
+    """Check one displayed image: ``(None, None)`` if fine as it is, ``(png, size)``
+    if it was shrunk to the pixel budget, or ``(None, reason)`` if it cannot be shown.
+
+    The size comes from the header before anything is decoded; then the image is
+    decoded (within the budget, cheap), since a broken one would fail the model's
+    request as a whole.
+    """
+    import warnings
+
+    from PIL import Image
+
+    raw = base64.b64decode(encoded) if isinstance(encoded, str) else bytes(encoded)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: the size is checked here
+            with Image.open(io.BytesIO(raw)) as image:
+                width, height = image.size
+                if width * height > MAX_DISPLAYED_PIXELS:
+                    return None, f"an oversized image ({width}x{height} pixels)"
+                image.load()
+                if _fit(width, height) == (width, height):
+                    return None, None
+                small = _shrink(image)
+                return _encode_png(small), small.size
+    except Image.DecompressionBombError:
+        return None, f"an oversized image (more than {MAX_DISPLAYED_PIXELS:,} pixels)"
+    except Exception as exc:  # PIL raises many kinds for broken data
+        reason = str(exc).split(" <", 1)[0] or type(exc).__name__
+        return None, f"an invalid image ({reason[:120]})"
+
+
+def _vet_display(msg: dict) -> bool:
+    """Check images the running execution displayed by other means than ours.
+
+    Ours (with a ``variable``) were made and counted here. Others count against the
+    same cap; a broken or huge one becomes a line of text, and one over the
+    budget is shrunk. Returns False to drop the message (over the cap).
+    """
+    if STATE["execution"] is None or _msg_id(msg.get("parent_header")) != STATE["execution"]:
+        return True  # not the running execution's: the parent drops it anyway
+    content = msg.get("content")
+    data = content.get("data") if isinstance(content, dict) else None
+    mime = next((m for m in IMAGE_MIMES if isinstance(data, dict) and m in data), None)
+    if mime is None:
+        return True
+    metadata = content.get("metadata") if isinstance(content.get("metadata"), dict) else {}
+    if any(isinstance(metadata.get(m), dict) and "variable" in metadata[m] for m in IMAGE_MIMES):
+        return True
+    if not _take_slot():
+        return False
+    try:
+        png, detail = _vet_image(data[mime])
+    except Exception as exc:  # e.g. not base64 at all
+        png, detail = None, f"an invalid image ({type(exc).__name__})"
+    rest = {key: value for key, value in data.items() if key not in IMAGE_MIMES}
+    if png is not None:
+        content["data"] = {**rest, "image/png": base64.b64encode(png).decode("ascii")}
+        content["metadata"] = {"image/png": {"width": detail[0], "height": detail[1]}}
+    elif detail is not None:
+        STATE["shown"] -= 1  # nothing shown: it does not use up the cap
+        content["data"] = {"text/plain": f"[pyvision] the tool displayed {detail}; it was "
+                                          "not shown. Display a valid image of sensible size."}
+        content["metadata"] = {}
+    return True
+
+
+def _guard_session(session) -> None:
+    """Make every message of ``session`` valid UTF-8, and vet displayed images.
+
+    A lone surrogate (``"\\udcff"`` from a badly encoded file name) makes the
+    packer fail or emit invalid UTF-8, and the whole output flush is lost; here it
+    becomes U+FFFD instead. Checked on the packed bytes, so the usual message
+    costs one ``isascii``.
+    """
+    pack, send = session.pack, session.send
+
+    def pack_valid_utf8(value):
+        try:
+            packed = pack(value)
+        except UnicodeError:
+            return pack(_replace_surrogates(value))
+        if isinstance(packed, bytes) and not packed.isascii():
+            try:
+                packed.decode("utf-8")
+            except UnicodeDecodeError:  # json's fallback encodes with surrogateescape
+                return pack(_replace_surrogates(value))
+        return packed
+
+    def send_vetted(stream, msg_or_type, *args, **kwargs):
+        if (isinstance(msg_or_type, dict) and msg_or_type.get("msg_type") in DISPLAY_MESSAGES
+                and not _vet_display(msg_or_type)):
+            return None
+        return send(stream, msg_or_type, *args, **kwargs)
+
+    session.pack = pack_valid_utf8
+    session.send = send_vetted
+
+
+def _guard_messages(shell) -> None:
+    sessions = {}
+    for holder in (sys.stdout, sys.stderr, shell.display_pub, shell.displayhook,
+                   getattr(shell, "kernel", None)):
+        session = getattr(holder, "session", None)
+        if session is not None and hasattr(session, "pack") and hasattr(session, "send"):
+            sessions[id(session)] = session
+    for session in sessions.values():
+        _guard_session(session)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "set_parent") and not hasattr(stream, "buffer"):
+            stream.buffer = StreamBytes(stream)
+
+
 def _before_cell(info=None) -> None:
     STATE["execution"] = _msg_id(_parent())
     _start_capture()
@@ -895,6 +1067,7 @@ def install(config: dict) -> None:
     _become_subreaper()
     shell = _shell()
     OUTPUT["shell"] = shell
+    _guard_messages(shell)
     if _thread_parents_supported():  # otherwise output cannot be stamped per thread
         _attribute_threads()
         _take_over_fd_output()

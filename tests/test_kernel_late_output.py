@@ -1,15 +1,21 @@
-"""No output of one execution reaches another.
+"""No output of one execution reaches another, and odd output still arrives as text.
 
 Real child kernels throughout (see ``_kernel_bootstrap``): threads, timers,
-pools, processes and timed-out tools that print after their execution ended.
+pools, processes and timed-out tools that print after their execution ended;
+lone surrogates and bytes; images that are broken or claim to be huge.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import struct
+import zlib
 from collections.abc import Iterator
 
 import pytest
-from test_kernel import loop, process_gone, run, text_of  # noqa: F401
+from PIL import Image
+from test_kernel import images_of, loop, process_gone, run, text_of  # noqa: F401
 
 from pyvision_magic._kernel import ChildKernel
 
@@ -121,3 +127,69 @@ def test_process_started_by_a_late_thread_prints_nowhere(loop, kernel):  # noqa:
     run(loop, kernel, "import subprocess, threading\n"
                       f"threading.Timer(0.5, subprocess.run, [['echo', '{LATE}']]).start()")
     assert LATE not in later_outputs(loop, kernel)
+
+
+# -- text that is not quite text -------------------------------------------------
+
+
+def test_lone_surrogates_become_replacement_characters(loop, kernel):  # noqa: F811
+    printed = run(loop, kernel, "print('a\\ud800 b\\udcff c'); print('pair \\ud83d\\ude00')")
+    assert printed.status == "ok" and text_of(printed) == "a\ufffd b\ufffd c\npair \U0001f600\n"
+    raised = run(loop, kernel, "print('before'); raise ValueError('bad \\ud800 name')")
+    assert raised.status == "error" and text_of(raised).startswith("before\n")
+    assert raised.outputs[-1].evalue == "bad \ufffd name"
+
+
+def test_bytes_written_arrive_as_text(loop, kernel):  # noqa: F811
+    code = ("import os, sys\n"
+            "sys.stdout.buffer.write(b'buffer \\xff \\xe2\\x82'); sys.stdout.buffer.write(b'\\xac\\n')\n"
+            "sys.stdout.flush()\n"
+            "os.write(1, b'fd \\xfe \\xe2\\x82'); _ = os.write(1, b'\\xac\\n')")
+    result = run(loop, kernel, code)
+    assert result.status == "ok", text_of(result)
+    assert text_of(result) == "buffer \ufffd \u20ac\nfd \ufffd \u20ac\n"
+
+
+# -- images displayed by other means than ours -----------------------------------
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height``, with nearly no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("data, says", [
+    (b"\x89PNG garbage", "an invalid image (cannot identify image file)"),
+    (png_claiming(20000, 20000), "an oversized image"),
+    (png_claiming(7000, 7500), "an oversized image (7000x7500 pixels)"),
+    (png_claiming(200, 100), "an invalid image"),
+], ids=["garbage", "20000x20000", "7000x7500", "truncated"])
+def test_broken_or_huge_image_becomes_a_line_of_text(loop, kernel, data, says):  # noqa: F811
+    code = f"from IPython.display import Image as I, display\ndisplay(I(data={data!r}))\nI(data={data!r})"
+    result = run(loop, kernel, code)
+    assert result.status == "ok" and images_of(result) == []
+    texts = [o.text for o in result.outputs]
+    assert len(texts) == 2 and all(f"[pyvision] the tool displayed {says}" in t for t in texts)
+
+
+def test_displayed_image_over_the_budget_arrives_shrunk(loop, kernel):  # noqa: F811
+    result = run(loop, kernel, "from IPython.display import Image as I, display\nimport io\n"
+                 "buffer = io.BytesIO(); Image.new('RGB', (3000, 2000), 'red').save(buffer, 'JPEG')\n"
+                 "display(I(data=buffer.getvalue()))")
+    (image,) = images_of(result)
+    assert image.mime == "image/png" and image.width * image.height <= kernel.max_image_pixels
+    with Image.open(io.BytesIO(base64.b64decode(image.data))) as decoded:
+        assert decoded.size == (image.width, image.height) and abs(decoded.width / decoded.height - 1.5) < 0.01
+
+
+def test_displayed_images_count_against_the_cap(loop, kernel):  # noqa: F811
+    result = run(loop, kernel, "from IPython.display import Image as I, display\nimport io\n"
+                 "buffer = io.BytesIO(); Image.new('RGB', (30, 20)).save(buffer, 'PNG')\n"
+                 "for _ in range(12):\n    display(I(data=buffer.getvalue()))")
+    assert len(images_of(result)) == kernel.max_images and "4 more image(s)" in result.note
