@@ -27,9 +27,9 @@ What it sets up, and why:
   execution has pipes of its own on fd 1 and 2, and processes a tool leaves
   running are killed when its execution ends, with a note on stderr.
 - Every message is valid UTF-8 (lone surrogates become U+FFFD), bytes written to
-  ``sys.stdout.buffer`` or fd 1 arrive as text, and images displayed by other
-  means than ours are checked (and shrunk) here, so the parent gets no broken or
-  huge image to decode.
+  ``sys.stdout.buffer`` or fd 1 arrive as text, GUI matplotlib backends are
+  replaced by ours, and images displayed by other means than ours are checked
+  (and shrunk) here, so the parent gets no broken or huge image to decode.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ CONFIG: dict = {"max_image_pixels": 1024 * 1024, "max_images": 8}
 #: execution (None between executions).
 STATE: dict = {
     "next_index": 0, "shown": 0, "dropped": 0, "displayed_figures": set(), "patched": set(),
-    "execution": None,
+    "execution": None, "noted_backends": set(),
 }
 
 BACKEND_MODULE = "_pyvision_mpl_backend"
@@ -256,10 +256,49 @@ def _patch_cv2(cv2) -> None:
     cv2.destroyAllWindows = lambda *args, **kwargs: None
 
 
-def _patch_pyplot(pyplot) -> None:
-    """Make ``plt.show()`` publish figures, unless the tool chose a backend first."""
-    import os
+#: Backends that draw into memory or files; any other needs a screen or a browser
+#: (Tk, Qt, GTK, wx, macOS, the notebook widgets), which a tool's kernel has not.
+HEADLESS_BACKENDS = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template", "inline"})
 
+
+def _needs_screen(backend) -> bool:
+    if not isinstance(backend, str):  # matplotlib's "auto" sentinel
+        return False
+    name = backend.lower()
+    if name.startswith("module://"):
+        # A backend module is the tool's choice, except the notebook widget ones.
+        return "ipympl" in name or "nbagg" in name
+    return name not in HEADLESS_BACKENDS
+
+
+def _keep_headless(pyplot) -> None:
+    """Replace any switch to a GUI backend by ours, so later plots still show.
+
+    A GUI backend cannot start without a display, and pyplot keeps failing on
+    every plot once it is chosen. ``matplotlib.use`` after the import and
+    ``%matplotlib tk`` go through ``switch_backend`` too.
+    """
+    switch = pyplot.switch_backend
+    ours = "module://" + BACKEND_MODULE
+
+    @functools.wraps(switch)
+    def switch_backend(newbackend):
+        if not isinstance(newbackend, str):  # "auto" would try the GUI ones first
+            return switch(ours)
+        if _needs_screen(newbackend):
+            if newbackend.lower() not in STATE["noted_backends"]:  # %matplotlib switches twice
+                STATE["noted_backends"].add(newbackend.lower())
+                print(f"[pyvision] matplotlib backend {newbackend!r} needs a screen, which this "
+                      "kernel has not; kept the one that shows figures as images.",
+                      file=sys.stderr)
+            newbackend = ours
+        return switch(newbackend)
+
+    pyplot.switch_backend = switch_backend
+
+
+def _patch_pyplot(pyplot) -> None:
+    """Make ``plt.show()`` publish figures, unless the tool chose a headless backend first."""
     import matplotlib
 
     _make_backend()
@@ -268,10 +307,14 @@ def _patch_pyplot(pyplot) -> None:
     except AttributeError:  # older matplotlib
         chosen = dict.__getitem__(matplotlib.rcParams, "backend")
         chosen = chosen if isinstance(chosen, str) else None
+    _keep_headless(pyplot)
     # The kernel's MPLBACKEND (or none) is ours to replace; `matplotlib.use("agg")`
-    # before the import is the tool's choice, as it is after the import.
+    # before the import is the tool's choice, as it is after the import, and a GUI
+    # backend is replaced (with a note) by the wrapper.
     if chosen is None or chosen.lower() == os.environ.get("MPLBACKEND", "").lower():
         pyplot.switch_backend("module://" + BACKEND_MODULE)
+    elif _needs_screen(chosen):
+        pyplot.switch_backend(chosen)
 
 
 #: Patches applied right after a module is first executed, by module name.
@@ -977,6 +1020,22 @@ def _guard_messages(shell) -> None:
             stream.buffer = StreamBytes(stream)
 
 
+def _refuse_gui_loops(shell) -> None:
+    """``%gui qt`` or ``%matplotlib tk`` must not start an event loop that needs a screen."""
+    enable_gui = getattr(shell, "enable_gui", None)
+    if enable_gui is None:
+        return
+
+    def enable_gui_headless(gui=None):
+        if gui in (None, "inline"):
+            return enable_gui(gui)
+        # Without a screen its event loop would fail in the kernel's own loop. What
+        # needs it (a GUI matplotlib backend) was replaced by ours, with a note.
+        return None
+
+    shell.enable_gui = enable_gui_headless
+
+
 def _before_cell(info=None) -> None:
     STATE["execution"] = _msg_id(_parent())
     _start_capture()
@@ -984,6 +1043,7 @@ def _before_cell(info=None) -> None:
     STATE["shown"] = 0
     STATE["dropped"] = 0
     STATE["displayed_figures"] = set()
+    STATE["noted_backends"] = set()
 
 
 def _after_cell(result=None) -> None:
@@ -1072,6 +1132,7 @@ def install(config: dict) -> None:
         _attribute_threads()
         _take_over_fd_output()
         _quiet_late_processes()
+    _refuse_gui_loops(shell)
     namespace = shell.user_ns
     sys.meta_path.insert(0, PatchOnImport())
     for bound_as, name in LAZY_NAMES.items():

@@ -2,7 +2,8 @@
 
 Real child kernels throughout (see ``_kernel_bootstrap``): threads, timers,
 pools, processes and timed-out tools that print after their execution ended;
-lone surrogates and bytes; images that are broken or claim to be huge.
+lone surrogates and bytes; GUI matplotlib backends; images that are broken or
+claim to be huge.
 """
 
 from __future__ import annotations
@@ -148,6 +149,40 @@ def test_bytes_written_arrive_as_text(loop, kernel):  # noqa: F811
     result = run(loop, kernel, code)
     assert result.status == "ok", text_of(result)
     assert text_of(result) == "buffer \ufffd \u20ac\nfd \ufffd \u20ac\n"
+
+
+# -- matplotlib ------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh(loop) -> Iterator[ChildKernel]:  # noqa: F811
+    child = ChildKernel(timeout=30.0)
+    loop.run(child.start())
+    yield child
+    loop.run(child.shutdown())
+
+
+NOTE = "[pyvision] matplotlib backend {!r} needs a screen"
+
+
+def test_gui_backend_chosen_before_pyplot_is_replaced(loop, fresh):  # noqa: F811
+    result = run(loop, fresh, "import matplotlib\nmatplotlib.use('TkAgg')\nimport matplotlib.pyplot as p\n"
+                 "p.plot([1, 2]); p.show()")
+    assert result.status == "ok", text_of(result)
+    assert NOTE.format("TkAgg") in text_of(result) and len(images_of(result)) == 1
+    later = run(loop, fresh, "plt.plot([1]); plt.show()\nmatplotlib.use('QtAgg'); plt.plot([2]); plt.show()\n"
+                "plt.switch_backend('gtk3agg'); plt.plot([3]); plt.show(); print(plt.get_backend())")
+    assert later.status == "ok", text_of(later)
+    assert len(images_of(later)) == 3
+    assert NOTE.format("QtAgg") in text_of(later) and NOTE.format("gtk3agg") in text_of(later)
+    assert text_of(later).endswith("module://_pyvision_mpl_backend\n")
+
+
+def test_matplotlib_magic_with_a_gui_keeps_plots_working(loop, fresh):  # noqa: F811
+    magic = run(loop, fresh, "%matplotlib tk")
+    assert magic.status == "ok" and text_of(magic).count("[pyvision]") == 1
+    plotted = run(loop, fresh, "plt.plot([1, 2]); plt.show(); print('drawn')")
+    assert plotted.status == "ok" and len(images_of(plotted)) == 1 and "drawn" in text_of(plotted)
 
 
 # -- images displayed by other means than ours -----------------------------------
