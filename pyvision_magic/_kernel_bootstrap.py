@@ -22,25 +22,40 @@ What it sets up, and why:
   ``image_clue_N`` and sent with that name in its metadata.
 - Resource limits and the child-subreaper flag, so runaway tools cannot take the
   parent with them and every process they start can be found and killed.
+- No output of one execution reaches another (see "Output of threads and
+  processes" below): threads print as the execution that started them, each
+  execution has pipes of its own on fd 1 and 2, and processes a tool leaves
+  running are killed when its execution ends, with a note on stderr.
+- Every message is valid UTF-8 (lone surrogates become U+FFFD), bytes written to
+  ``sys.stdout.buffer`` or fd 1 arrive as text, GUI matplotlib backends are
+  replaced by ours, and images displayed by other means than ours are checked
+  (and shrunk) here, so the parent gets no broken or huge image to decode.
 """
 
 from __future__ import annotations
 
 import base64
+import codecs
+import functools
 import importlib
 import importlib.util
 import io
 import json
 import math
+import os
 import sys
+import threading
+import time
 
 #: Set by :func:`install`; see the parent's ``ChildKernel`` traits.
 CONFIG: dict = {"max_image_pixels": 1024 * 1024, "max_images": 8}
 
 #: Per-kernel counters: the next ``image_clue_N`` index and this execution's images;
-#: and the modules of :data:`PATCHES` already patched.
+#: the modules of :data:`PATCHES` already patched; the msg_id of the running
+#: execution (None between executions).
 STATE: dict = {
-    "next_index": 0, "shown": 0, "dropped": 0, "displayed_figures": set(), "patched": set()
+    "next_index": 0, "shown": 0, "dropped": 0, "displayed_figures": set(), "patched": set(),
+    "execution": None, "noted_backends": set(),
 }
 
 BACKEND_MODULE = "_pyvision_mpl_backend"
@@ -241,10 +256,49 @@ def _patch_cv2(cv2) -> None:
     cv2.destroyAllWindows = lambda *args, **kwargs: None
 
 
-def _patch_pyplot(pyplot) -> None:
-    """Make ``plt.show()`` publish figures, unless the tool chose a backend first."""
-    import os
+#: Backends that draw into memory or files; any other needs a screen or a browser
+#: (Tk, Qt, GTK, wx, macOS, the notebook widgets), which a tool's kernel has not.
+HEADLESS_BACKENDS = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template", "inline"})
 
+
+def _needs_screen(backend) -> bool:
+    if not isinstance(backend, str):  # matplotlib's "auto" sentinel
+        return False
+    name = backend.lower()
+    if name.startswith("module://"):
+        # A backend module is the tool's choice, except the notebook widget ones.
+        return "ipympl" in name or "nbagg" in name
+    return name not in HEADLESS_BACKENDS
+
+
+def _keep_headless(pyplot) -> None:
+    """Replace any switch to a GUI backend by ours, so later plots still show.
+
+    A GUI backend cannot start without a display, and pyplot keeps failing on
+    every plot once it is chosen. ``matplotlib.use`` after the import and
+    ``%matplotlib tk`` go through ``switch_backend`` too.
+    """
+    switch = pyplot.switch_backend
+    ours = "module://" + BACKEND_MODULE
+
+    @functools.wraps(switch)
+    def switch_backend(newbackend):
+        if not isinstance(newbackend, str):  # "auto" would try the GUI ones first
+            return switch(ours)
+        if _needs_screen(newbackend):
+            if newbackend.lower() not in STATE["noted_backends"]:  # %matplotlib switches twice
+                STATE["noted_backends"].add(newbackend.lower())
+                print(f"[pyvision] matplotlib backend {newbackend!r} needs a screen, which this "
+                      "kernel has not; kept the one that shows figures as images.",
+                      file=sys.stderr)
+            newbackend = ours
+        return switch(newbackend)
+
+    pyplot.switch_backend = switch_backend
+
+
+def _patch_pyplot(pyplot) -> None:
+    """Make ``plt.show()`` publish figures, unless the tool chose a headless backend first."""
     import matplotlib
 
     _make_backend()
@@ -253,10 +307,14 @@ def _patch_pyplot(pyplot) -> None:
     except AttributeError:  # older matplotlib
         chosen = dict.__getitem__(matplotlib.rcParams, "backend")
         chosen = chosen if isinstance(chosen, str) else None
+    _keep_headless(pyplot)
     # The kernel's MPLBACKEND (or none) is ours to replace; `matplotlib.use("agg")`
-    # before the import is the tool's choice, as it is after the import.
+    # before the import is the tool's choice, as it is after the import, and a GUI
+    # backend is replaced (with a note) by the wrapper.
     if chosen is None or chosen.lower() == os.environ.get("MPLBACKEND", "").lower():
         pyplot.switch_backend("module://" + BACKEND_MODULE)
+    elif _needs_screen(chosen):
+        pyplot.switch_backend(chosen)
 
 
 #: Patches applied right after a module is first executed, by module name.
@@ -386,15 +444,610 @@ class LazyModule:
         return repr(_load(self))
 
 
+# -- output of threads and processes ------------------------------------------------
+#
+# The parent keeps only messages whose parent header is the execution it waits for.
+# ipykernel stamps a write with the parent header of the thread that makes it, and
+# a thread without one of its own -- every thread a tool starts -- gets that of
+# whichever execution runs when it writes; output of child processes on fd 1 and 2
+# is stamped the same way by ipykernel's fd watcher. So a thread, a timer or a
+# process a tool leaves behind would print into a later execution. Instead:
+#
+# - A thread runs with the parent header of the code that started it, and work
+#   given to a thread pool with that of the code that submitted it. What such a
+#   thread prints after its execution ended carries that execution's msg_id, and
+#   the parent drops it.
+# - Each execution has pipes of its own on fd 1 and 2, read by threads that stamp
+#   everything with that execution; a process inherits the pipes of the execution
+#   that started it. Between executions fd 1 and 2 are the kernel's log.
+# - Processes a tool leaves running are killed at the end of its execution (see
+#   :func:`_stop_leftover_processes`), and then its pipes are read to the end, so
+#   what they wrote before they died is part of that execution, and nothing later.
+#
+# Not covered: fd-level writes from the kernel process itself (C code, os.write)
+# by a thread of an earlier execution land in the running one, since the fd
+# table is shared by all threads; threads made with ``_thread.start_new_thread``
+# print as the running execution, as before.
+
+#: The kernel's own stdout and stderr streams by fd once fd output is ours; what
+#: fd 1 and 2 point to between executions; the running execution's captures.
+OUTPUT: dict = {"shell": None, "streams": {}, "idle": {}, "captures": [], "orphans": set()}
+
+#: How long the end of an execution waits for its pipes to be read to the end.
+PIPE_DRAIN_SECONDS = 1.0
+
+
+def _parent():
+    """The parent header the calling thread's output is stamped with, if any."""
+    return getattr(OUTPUT["shell"], "parent_header", None)
+
+
+def _msg_id(parent) -> str | None:
+    if not isinstance(parent, dict):
+        return None
+    header = parent.get("header", parent)
+    return header.get("msg_id") if isinstance(header, dict) else None
+
+
+def _parent_variables(parent) -> list:
+    """The context variables that hold the parent header, with what each gets for ``parent``.
+
+    Those of ipykernel 7.x; earlier versions have one parent for all threads.
+    """
+    import contextvars
+
+    shell = OUTPUT["shell"]
+    header = parent.get("header", parent) if isinstance(parent, dict) else parent
+    holders = [(shell, parent)]  # the shell keeps the whole message, the others its header
+    for holder in (shell.displayhook, shell.display_pub, getattr(shell, "_data_pub", None),
+                   sys.stdout, sys.stderr):
+        holders.append((holder, header))
+    found = []
+    for holder, value in holders:
+        variable = getattr(holder, "_parent_header", None)
+        if isinstance(variable, contextvars.ContextVar):
+            found.append((variable, value))
+    return found
+
+
+def _adopt(parent):
+    """Stamp the calling thread's output with ``parent``; returns the undo for :func:`_release`."""
+    shell = OUTPUT["shell"]
+    if not parent or shell is None:
+        return None
+    if hasattr(shell, "set_thread_parent"):  # ipykernel >= 7.4
+        return shell.reset_thread_parent, shell.set_thread_parent(parent)
+    # ipykernel 7.0 to 7.3: the same, done on the variables themselves.
+    tokens = [(variable, variable.set(value)) for variable, value in _parent_variables(parent)]
+    return _reset_variables, tokens
+
+
+def _reset_variables(tokens) -> None:
+    for variable, token in reversed(tokens):
+        variable.reset(token)
+
+
+def _release(undo) -> None:
+    if undo is not None:
+        reset, tokens = undo
+        reset(tokens)
+
+
+def _thread_parents_supported() -> bool:
+    """Whether a thread can have a parent header of its own (ipykernel 7: context variables)."""
+    import contextvars
+
+    return all(isinstance(getattr(holder, "_parent_header", None), contextvars.ContextVar)
+               for holder in (OUTPUT["shell"], sys.stdout, sys.stderr))
+
+
+def _attribute_threads() -> None:
+    """Threads print as the execution that started them; pool work as its submitter."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = threading.Thread.start
+
+    @functools.wraps(start)
+    def start_in_execution(self):
+        parent = _parent()
+        if parent:
+            run = self.run
+
+            def run_in_execution():
+                _adopt(parent)  # for the thread's whole life: its context ends with it
+                run()
+
+            self.run = run_in_execution
+        start(self)
+
+    submit = ThreadPoolExecutor.submit
+
+    # A pool outlives the execution that made it: its workers print as the caller.
+    @functools.wraps(submit)
+    def submit_in_execution(self, fn, /, *args, **kwargs):
+        parent = _parent()
+
+        def call_in_execution(*args, **kwargs):
+            tokens = _adopt(parent)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _release(tokens)
+
+        return submit(self, call_in_execution, *args, **kwargs)
+
+    threading.Thread.start = start_in_execution
+    ThreadPoolExecutor.submit = submit_in_execution
+
+
+def _quiet_late_processes() -> None:
+    """A process started by a thread of an execution that is over writes to the log.
+
+    Its fd 1 and 2 would be those of the running execution (or the log between
+    executions); only ``subprocess`` is covered (``os.system`` is not).
+    """
+    import subprocess
+
+    get_handles = getattr(subprocess.Popen, "_get_handles", None)
+    if get_handles is None or not OUTPUT["idle"]:
+        return
+
+    @functools.wraps(get_handles)
+    def get_handles_of_execution(self, stdin, stdout, stderr):
+        if STATE["execution"] is None or _msg_id(_parent()) != STATE["execution"]:
+            stdout = OUTPUT["idle"].get(1) if stdout is None else stdout
+            stderr = OUTPUT["idle"].get(2) if stderr is None else stderr
+        return get_handles(self, stdin, stdout, stderr)
+
+    subprocess.Popen._get_handles = get_handles_of_execution
+
+
+class _Capture:
+    """One execution's pipe on fd 1 or 2, and the thread that forwards it to the stream.
+
+    Bytes are decoded as UTF-8 across reads, invalid ones replaced; the thread
+    ends when every writer has closed the pipe.
+    """
+
+    def __init__(self, fd: int, stream, parent) -> None:
+        read, write = os.pipe()
+        try:
+            os.dup2(write, fd)  # inheritable: processes started now write here
+        except OSError:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)
+        self.thread = threading.Thread(
+            target=self._forward, args=(read, stream, parent), name=f"pyvision-fd{fd}", daemon=True
+        )
+        self.thread.start()
+
+    @staticmethod
+    def _forward(read: int, stream, parent) -> None:
+        _adopt(parent)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        try:
+            while True:
+                data = os.read(read, 1 << 16)
+                text = decoder.decode(data, final=not data)
+                if text:
+                    stream.write(text)
+                if not data:
+                    break
+        except Exception:  # the stream closed (kernel shutdown): nobody to tell
+            pass
+        finally:
+            os.close(read)
+
+
+def _take_over_fd_output() -> None:
+    """Stop ipykernel's fd watchers, so fd 1 and 2 can get a pipe per execution."""
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        watcher = getattr(stream, "watch_fd_thread", None)
+        original = getattr(stream, "_original_stdstream_copy", None)
+        if (not getattr(stream, "_should_watch", False) or watcher is None or original is None
+                or getattr(stream, "_original_stdstream_fd", None) != fd):
+            continue
+        # The watcher checks the flag after each read: wake it with a byte it then drops.
+        stream._should_watch = False
+        os.write(fd, b"\0")
+        watcher.join(1.0)
+        if watcher.is_alive():
+            stream._should_watch = True
+            continue
+        os.dup2(original, fd)  # the kernel's log (or terminal) between executions
+        try:
+            os.close(stream._fid)
+        except (OSError, TypeError):
+            pass
+        stream._fid = None
+        OUTPUT["streams"][fd] = stream
+        OUTPUT["idle"][fd] = original
+        # ipykernel answers the log's fd, so `subprocess.run(..., stdout=sys.stdout)`
+        # would write past the tool's output; fd 1 is the running execution's pipe.
+        stream.fileno = lambda fd=fd: fd
+
+
+def _start_capture() -> None:
+    _end_capture()  # one left over if an execution ended without post_run_cell
+    parent = _parent()
+    for fd, stream in OUTPUT["streams"].items():
+        try:
+            OUTPUT["captures"].append(_Capture(fd, stream, parent))
+        except OSError as exc:  # out of fds: this output goes to the log instead
+            print(f"[pyvision] fd {fd} output is not captured: {exc}", file=sys.__stderr__)
+
+
+def _flush_buffers() -> None:
+    """Write out what sits in Python's and C's own stdout buffers, while still ours."""
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (ImportError, OSError, AttributeError):
+        pass
+
+
+def _end_capture() -> None:
+    captures, OUTPUT["captures"] = OUTPUT["captures"], []
+    if not captures:
+        return
+    _flush_buffers()
+    for fd, target in OUTPUT["idle"].items():
+        try:
+            os.dup2(target, fd)  # drops the kernel's own end of the execution's pipe
+        except OSError:
+            pass
+    # The processes holding the other ends were just killed: reading ends at once.
+    # A writer that survived keeps its pipe, and the thread stamps it with this
+    # execution after it is over, so the parent drops it.
+    deadline = time.monotonic() + PIPE_DRAIN_SECONDS
+    for capture in captures:
+        capture.thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _proc_stat(pid: int) -> tuple[bytes, int] | None:
+    """``(state, parent pid)`` of a process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    return fields[0], int(fields[1])
+
+
+def _children_by_files(pid: int) -> list:
+    children = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:  # a child belongs to the thread that forked it
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as listing:
+                children.extend(int(child) for child in listing.read().split())
+        except OSError:
+            pass
+    return children
+
+
+def _descendants() -> dict:
+    """Every process below this one, as ``{pid: parent pid}``."""
+    me = os.getpid()
+    if os.path.exists(f"/proc/{me}/task/{me}/children"):
+        children_of = _children_by_files  # a few reads instead of one per process
+    else:  # kernels built without CONFIG_PROC_CHILDREN
+        table: dict = {}
+        for name in os.listdir("/proc"):
+            info = _proc_stat(int(name)) if name.isdigit() else None
+            if info is not None:
+                table.setdefault(info[1], []).append(int(name))
+        children_of = lambda pid: table.get(pid, ())  # noqa: E731
+    found: dict = {}
+    stack = [me]
+    while stack:
+        parent = stack.pop()
+        for child in children_of(parent):
+            if child not in found and child != me:
+                found[child] = parent
+                stack.append(child)
+    return found
+
+
+def _signal(pid: int, handle, signum: int) -> None:
+    import signal
+
+    try:
+        if handle is not None:
+            signal.pidfd_send_signal(handle, signum)
+        else:
+            os.kill(pid, signum)
+    except (OSError, AttributeError):
+        pass
+
+
+def _stop_leftover_processes() -> int:
+    """Kill every process below the kernel that still runs; returns how many.
+
+    The kernel is a subreaper, so orphans and daemons of the tool stay below it.
+    Straight SIGKILL, no SIGTERM grace: the execution is over, so nothing a
+    process does on SIGTERM could reach the model, a grace period would delay
+    every such execution, and untrusted code may ignore SIGTERM anyway. They are
+    frozen first (SIGSTOP) so none can fork while the tree is walked, and each is
+    signalled through a pidfd opened before its parent is checked again, so a pid
+    reused meanwhile is never hit.
+    """
+    import signal
+
+    _reap_orphans()
+    if not sys.platform.startswith("linux"):
+        return 0  # no /proc to walk; the parent kills the tree when the kernel ends
+    frozen: dict = {}
+    try:
+        for _ in range(10):
+            new = False
+            for pid, parent in _descendants().items():
+                if pid in frozen:
+                    continue
+                try:
+                    handle = os.pidfd_open(pid)
+                except (AttributeError, OSError):
+                    handle = None
+                info = _proc_stat(pid)
+                if info is None or info[1] != parent or info[0] in (b"Z", b"X"):
+                    if handle is not None:
+                        os.close(handle)
+                    continue  # ended (a zombie is not running), or moved: next round
+                _signal(pid, handle, signal.SIGSTOP)
+                frozen[pid] = (handle, parent)
+                new = True
+            if not new:
+                break
+    finally:
+        me = os.getpid()
+        for pid, (handle, parent) in frozen.items():
+            _signal(pid, handle, signal.SIGKILL)
+            if handle is not None:
+                os.close(handle)
+            if parent != me:
+                # Its parent dies too, so it ends as our zombie, and no Popen of the
+                # tool waits for it (those are for direct children only): reap it.
+                OUTPUT["orphans"].add(pid)
+    return len(frozen)
+
+
+def _reap_orphans() -> None:
+    for pid in list(OUTPUT["orphans"]):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid  # not ours (any more): nothing to reap
+        except OSError:
+            continue
+        if done:
+            OUTPUT["orphans"].discard(pid)
+
+
+def _end_execution() -> None:
+    """Kill what the tool left running and collect the rest of its output."""
+    stopped = 0
+    try:
+        stopped = _stop_leftover_processes()
+    except Exception as exc:  # never let cleanup hide the cell's own result
+        print(f"[pyvision] could not stop the tool's processes: {exc!r}", file=sys.stderr)
+    finally:  # even when an interrupt (the time limit) lands here
+        _end_capture()
+    if stopped:
+        stream = OUTPUT["streams"].get(2, sys.stderr)
+        plural = "es" if stopped != 1 else ""
+        stream.write(f"[pyvision] stopped {stopped} background process{plural} the tool "
+                     "left running (processes end with the tool that started them).\n")
+    STATE["execution"] = None
+
+
+# -- messages: valid UTF-8, and images the parent can open ---------------------------
+
+#: Displayed images with more pixels than this are not decoded, whatever their size
+#: in bytes: a PNG header can claim any size.
+MAX_DISPLAYED_PIXELS = 50_000_000
+IMAGE_MIMES = ("image/png", "image/jpeg")
+DISPLAY_MESSAGES = frozenset({"display_data", "execute_result", "update_display_data"})
+
+
+class StreamBytes(io.BufferedIOBase):
+    """``sys.stdout.buffer`` for the kernel's streams: bytes arrive as UTF-8 text.
+
+    Invalid bytes become U+FFFD; a character split across writes is kept whole.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__()
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        with self._lock:
+            text = self._decoder.decode(data)
+        if text:
+            self._stream.write(text)
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
+def _replace_surrogates(value):
+    """``value`` with lone surrogates in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            # Through UTF-16 a valid surrogate pair becomes its character again.
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_replace_surrogates(key): _replace_surrogates(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace_surrogates(item) for item in value]
+    return value
+
+
+def _vet_image(encoded):
+    """Check one displayed image: ``(None, None)`` if fine as it is, ``(png, size)``
+    if it was shrunk to the pixel budget, or ``(None, reason)`` if it cannot be shown.
+
+    The size comes from the header before anything is decoded; then the image is
+    decoded (within the budget, cheap), since a broken one would fail the model's
+    request as a whole.
+    """
+    import warnings
+
+    from PIL import Image
+
+    raw = base64.b64decode(encoded) if isinstance(encoded, str) else bytes(encoded)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: the size is checked here
+            with Image.open(io.BytesIO(raw)) as image:
+                width, height = image.size
+                if width * height > MAX_DISPLAYED_PIXELS:
+                    return None, f"an oversized image ({width}x{height} pixels)"
+                image.load()
+                if _fit(width, height) == (width, height):
+                    return None, None
+                small = _shrink(image)
+                return _encode_png(small), small.size
+    except Image.DecompressionBombError:
+        return None, f"an oversized image (more than {MAX_DISPLAYED_PIXELS:,} pixels)"
+    except Exception as exc:  # PIL raises many kinds for broken data
+        reason = str(exc).split(" <", 1)[0] or type(exc).__name__
+        return None, f"an invalid image ({reason[:120]})"
+
+
+def _vet_display(msg: dict) -> bool:
+    """Check images the running execution displayed by other means than ours.
+
+    Ours (with a ``variable``) were made and counted here. Others count against the
+    same cap; a broken or huge one becomes a line of text, and one over the
+    budget is shrunk. Returns False to drop the message (over the cap).
+    """
+    if STATE["execution"] is None or _msg_id(msg.get("parent_header")) != STATE["execution"]:
+        return True  # not the running execution's: the parent drops it anyway
+    content = msg.get("content")
+    data = content.get("data") if isinstance(content, dict) else None
+    mime = next((m for m in IMAGE_MIMES if isinstance(data, dict) and m in data), None)
+    if mime is None:
+        return True
+    metadata = content.get("metadata") if isinstance(content.get("metadata"), dict) else {}
+    if any(isinstance(metadata.get(m), dict) and "variable" in metadata[m] for m in IMAGE_MIMES):
+        return True
+    if not _take_slot():
+        return False
+    try:
+        png, detail = _vet_image(data[mime])
+    except Exception as exc:  # e.g. not base64 at all
+        png, detail = None, f"an invalid image ({type(exc).__name__})"
+    rest = {key: value for key, value in data.items() if key not in IMAGE_MIMES}
+    if png is not None:
+        content["data"] = {**rest, "image/png": base64.b64encode(png).decode("ascii")}
+        content["metadata"] = {"image/png": {"width": detail[0], "height": detail[1]}}
+    elif detail is not None:
+        STATE["shown"] -= 1  # nothing shown: it does not use up the cap
+        content["data"] = {"text/plain": f"[pyvision] the tool displayed {detail}; it was "
+                                          "not shown. Display a valid image of sensible size."}
+        content["metadata"] = {}
+    return True
+
+
+def _guard_session(session) -> None:
+    """Make every message of ``session`` valid UTF-8, and vet displayed images.
+
+    A lone surrogate (``"\\udcff"`` from a badly encoded file name) makes the
+    packer fail or emit invalid UTF-8, and the whole output flush is lost; here it
+    becomes U+FFFD instead. Checked on the packed bytes, so the usual message
+    costs one ``isascii``.
+    """
+    pack, send = session.pack, session.send
+
+    def pack_valid_utf8(value):
+        try:
+            packed = pack(value)
+        except UnicodeError:
+            return pack(_replace_surrogates(value))
+        if isinstance(packed, bytes) and not packed.isascii():
+            try:
+                packed.decode("utf-8")
+            except UnicodeDecodeError:  # json's fallback encodes with surrogateescape
+                return pack(_replace_surrogates(value))
+        return packed
+
+    def send_vetted(stream, msg_or_type, *args, **kwargs):
+        if (isinstance(msg_or_type, dict) and msg_or_type.get("msg_type") in DISPLAY_MESSAGES
+                and not _vet_display(msg_or_type)):
+            return None
+        return send(stream, msg_or_type, *args, **kwargs)
+
+    session.pack = pack_valid_utf8
+    session.send = send_vetted
+
+
+def _guard_messages(shell) -> None:
+    sessions = {}
+    for holder in (sys.stdout, sys.stderr, shell.display_pub, shell.displayhook,
+                   getattr(shell, "kernel", None)):
+        session = getattr(holder, "session", None)
+        if session is not None and hasattr(session, "pack") and hasattr(session, "send"):
+            sessions[id(session)] = session
+    for session in sessions.values():
+        _guard_session(session)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "set_parent") and not hasattr(stream, "buffer"):
+            stream.buffer = StreamBytes(stream)
+
+
+def _refuse_gui_loops(shell) -> None:
+    """``%gui qt`` or ``%matplotlib tk`` must not start an event loop that needs a screen."""
+    enable_gui = getattr(shell, "enable_gui", None)
+    if enable_gui is None:
+        return
+
+    def enable_gui_headless(gui=None):
+        if gui in (None, "inline"):
+            return enable_gui(gui)
+        # Without a screen its event loop would fail in the kernel's own loop. What
+        # needs it (a GUI matplotlib backend) was replaced by ours, with a note.
+        return None
+
+    shell.enable_gui = enable_gui_headless
+
+
 def _before_cell(info=None) -> None:
+    STATE["execution"] = _msg_id(_parent())
+    _start_capture()
     PatchOnImport.patch_missed()
     STATE["shown"] = 0
     STATE["dropped"] = 0
     STATE["displayed_figures"] = set()
+    STATE["noted_backends"] = set()
 
 
 def _after_cell(result=None) -> None:
-    """Show figures the cell left open, and report images over the cap."""
+    """Show figures the cell left open, report images over the cap, end the execution."""
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
         try:
@@ -409,6 +1062,7 @@ def _after_cell(result=None) -> None:
         from IPython.display import publish_display_data
 
         publish_display_data({"text/plain": ""}, {"pyvision": {"dropped_images": STATE["dropped"]}})
+    _end_execution()
 
 
 def _set_limits(config: dict) -> None:
@@ -472,6 +1126,13 @@ def install(config: dict) -> None:
     CONFIG.update(config)
     _become_subreaper()
     shell = _shell()
+    OUTPUT["shell"] = shell
+    _guard_messages(shell)
+    if _thread_parents_supported():  # otherwise output cannot be stamped per thread
+        _attribute_threads()
+        _take_over_fd_output()
+        _quiet_late_processes()
+    _refuse_gui_loops(shell)
     namespace = shell.user_ns
     sys.meta_path.insert(0, PatchOnImport())
     for bound_as, name in LAZY_NAMES.items():
