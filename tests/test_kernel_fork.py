@@ -4,8 +4,8 @@ Every kernel test in ``test_kernel.py`` runs on forked kernels, the default on
 Linux (in the sandbox, where a template inside it forks them). Here, outside the
 sandbox (``sandbox=False``), where this process sees the template's pids: what
 forking must keep equal to a launched kernel (paths, secrets, randomness,
-interrupts, deaths), what it adds (orphans of a dead kernel are killed by the
-template; a dead template costs one restart), the fallback to a launch, and the
+interrupts, deaths), what it adds (a dead template costs one restart; the
+orphans of a dead kernel: test_kernel_lifecycle.py), the fallback to a launch, and the
 main behaviours of the launch path itself (``fork=False``). The template inside
 the sandbox has its own tests in ``test_kernel_sandbox.py``.
 """
@@ -105,37 +105,6 @@ def test_interrupt_and_death_of_a_forked_kernel(loop):  # noqa: F811
         assert died.status == "died" and "SIGKILL" in died.note
         assert kernel.pid != pid
         assert text_of(run(loop, kernel, "print(image_clue_0.size)")) == "(40, 30)\n"
-    finally:
-        loop.run(kernel.shutdown())
-
-
-def test_orphans_of_a_dead_kernel_are_killed_by_the_template(loop):  # noqa: F811
-    kernel = ChildKernel()
-    loop.run(kernel.start())
-    try:
-        # A plain fork keeps the template's environment block, so /proc shows no
-        # marker for it: only the template, its subreaper, can catch it.
-        result = run(loop, kernel, (
-            "import os, time\n"
-            "pid = os.fork()\n"
-            "if pid == 0:\n"
-            "    os.setsid()\n"
-            "    if os.fork() == 0:\n"
-            "        time.sleep(300)\n"
-            "    os._exit(0)\n"
-            "os.waitpid(pid, 0)\n"
-            "time.sleep(0.2)\n"
-            "print(max(int(p) for p in os.listdir('/proc') if p.isdigit() and "
-            "int(open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1]) == os.getpid()))"
-        ))
-        orphan = int(text_of(result))
-        assert _parent_of(orphan) == kernel.pid  # the kernel is a subreaper itself
-        died = run(loop, kernel, "import os; os.kill(os.getpid(), 9)")
-        assert died.status == "died"
-        deadline = time.monotonic() + 5
-        while not process_gone(orphan) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert process_gone(orphan)
     finally:
         loop.run(kernel.shutdown())
 
