@@ -907,6 +907,18 @@ def _replace_surrogates(value):
     return value
 
 
+def _header_size(raw: bytes):
+    """Width and height from a PNG or JPEG header, past PIL's bomb check; or None."""
+    from PIL import JpegImagePlugin, PngImagePlugin
+
+    for plugin in (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile):
+        try:
+            return plugin(io.BytesIO(raw)).size  # reads the header only
+        except Exception:  # noqa: BLE001 - not this format
+            continue
+    return None
+
+
 def _vet_image(encoded):
     """Check one displayed image: ``(None, None)`` if fine as it is, ``(png, size)``
     if it was shrunk to the pixel budget, or ``(None, reason)`` if it cannot be shown.
@@ -933,7 +945,9 @@ def _vet_image(encoded):
                 small = _shrink(image)
                 return _encode_png(small), small.size
     except Image.DecompressionBombError:
-        return None, f"an oversized image (more than {MAX_DISPLAYED_PIXELS:,} pixels)"
+        size = _header_size(raw)
+        dims = f"{size[0]}x{size[1]} pixels" if size else f"more than {MAX_DISPLAYED_PIXELS:,} pixels"
+        return None, f"an oversized image ({dims})"
     except Exception as exc:  # PIL raises many kinds for broken data
         reason = str(exc).split(" <", 1)[0] or type(exc).__name__
         return None, f"an invalid image ({reason[:120]})"
@@ -967,7 +981,7 @@ def _vet_display(msg: dict) -> bool:
         content["data"] = {**rest, "image/png": base64.b64encode(png).decode("ascii")}
         content["metadata"] = {"image/png": {"width": detail[0], "height": detail[1]}}
     elif detail is not None:
-        STATE["shown"] -= 1  # nothing shown: it does not use up the cap
+        # It still uses up the cap: 500 broken images cost 8 lines, not 500.
         content["data"] = {"text/plain": f"[pyvision] the tool displayed {detail}; it was "
                                           "not shown. Display a valid image of sensible size."}
         content["metadata"] = {}
