@@ -295,7 +295,10 @@ def _subreap(kernel):
                 pass
     code = os.waitstatus_to_exitcode(status)
     if code < 0:  # end the way the kernel did, so the exit is reported alike
-        signal.signal(-code, signal.SIG_DFL)
+        try:
+            signal.signal(-code, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL and SIGSTOP keep their default anyway
+            pass
         os.kill(os.getpid(), -code)
     os._exit(code & 0xFF)
 

@@ -79,6 +79,9 @@ def leaves_no_kernel_folders():
     yield
     from pyvision_magic import _kernel_workspace
 
+    # A subprocess killed on purpose (an interrupted eval, say) cannot clean up;
+    # the next process that makes kernel folders removes its folder, as here.
+    _kernel_workspace._sweep_stale_roots()
     own = _kernel_workspace._ROOT.get("path")
     left = sorted(set(glob.glob(pattern)) - before - {own})
     leftover = sorted(os.listdir(own)) if own and os.path.isdir(own) else []

@@ -146,9 +146,9 @@ def printed(out: Path, record: dict) -> str:
 
 
 def test_kernels_are_reset_between_tasks_and_restarted_after_a_timeout(make_chat_server, env, image_path, tmp_path):
-    check = "import os\nprint('leak' if 'secret' in globals() else 'clean', os.getcwd() != '/', 'pid', os.getpid())"
+    check = "import os\nprint('leak' if 'secret' in globals() else 'clean', os.getcwd() != '/tmp', 'pid', os.getpid())"
     codes = {
-        "a": "secret = 42\nimport os\nos.chdir('/')\nopen('left.txt', 'w').close()\nprint('pid', os.getpid())",
+        "a": "secret = 42\nimport os\nos.chdir('/tmp')\nopen('left.txt', 'w').close()\nprint('pid', os.getpid())",
         "c": check,
         "b": "import time\ntime.sleep(60)",
         "d": check,
