@@ -177,7 +177,7 @@ async def _bare_round_trips(n: int) -> list[float]:
     finally:
         client.stop_channels()
         await km.shutdown_kernel(now=True)
-        os.rmdir(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _ours(n: int, **settings: Any) -> list[float]:

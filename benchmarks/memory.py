@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import sys
 import tempfile
 
@@ -60,6 +61,7 @@ async def _bare_kernel_rss() -> int:
     finally:
         client.stop_channels()
         await km.shutdown_kernel(now=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(quick: bool) -> list[dict]:
