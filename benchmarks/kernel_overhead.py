@@ -47,9 +47,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from jupyter_client import AsyncKernelManager  # noqa: E402
 
-from pyvision_magic._kernel import ChildKernel  # noqa: E402
-from pyvision_magic._kernel_connection import THIS_INTERPRETER, ThisInterpreterSpecs  # noqa: E402
-from pyvision_magic._kernel_pool import KernelPool  # noqa: E402
+from pyvision_magic.kernel._child import ChildKernel  # noqa: E402
+from pyvision_magic.kernel._connection import THIS_INTERPRETER, ThisInterpreterSpecs  # noqa: E402
+from pyvision_magic.kernel._pool import KernelPool  # noqa: E402
 
 
 def _cpu_seconds(pid: int | None) -> float:
@@ -132,7 +132,7 @@ async def _start_rows(quick: bool) -> list[dict[str, Any]]:
 
 _FIRST_START = """
 import asyncio, time
-from pyvision_magic._kernel import ChildKernel
+from pyvision_magic.kernel._child import ChildKernel
 async def main():
     kernel = ChildKernel()
     started = time.perf_counter()

@@ -36,7 +36,7 @@ def _setup_source(paths: list[tuple[str, str]]) -> str:
         "try:\n"
         "    # With pyvision_magic installed, images a tool shows become image_clue_N,\n"
         "    # as they did when the model ran the tools.\n"
-        "    from pyvision_magic import _kernel_bootstrap as _pyvision\n"
+        "    from pyvision_magic.kernel import _bootstrap as _pyvision\n"
         "    _pyvision.install({'max_image_pixels': 1024 * 1024})\n"
         f"    _pyvision.bind_inputs([\n    {items}\n    ])\n"
         "except ImportError:\n"

@@ -56,7 +56,7 @@ class Workspace:
             return None
         if self._pool is None:
             try:
-                from ._kernel_pool import KernelPool
+                from .kernel._pool import KernelPool
             except ImportError:
                 return None
             self._pool = KernelPool(parent=self.settings)
@@ -69,7 +69,7 @@ class Workspace:
         ``PyVision.sandbox``) gets a kernel of its own, started now, so a missing
         bubblewrap is a usage error of the cell; "auto" takes a pooled one.
         """
-        from ._kernel import ChildKernel
+        from .kernel._child import ChildKernel
 
         if sandbox != "auto":
             kernel = ChildKernel(parent=self.settings, sandbox=sandbox)

@@ -260,7 +260,7 @@ def make_model(args: argparse.Namespace) -> Any:
 
 async def _run_session(question: str, images: list[Any], model: Any, args: argparse.Namespace,
                        max_turns: int) -> tuple[Any, Any]:
-    from ._kernel import ChildKernel
+    from .kernel._child import ChildKernel
     from ._session import Session
 
     kernel = ChildKernel(sandbox=args.sandbox)

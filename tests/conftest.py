@@ -45,7 +45,7 @@ def run_session(question: str, images: list[Any], model: Any, observe: Any = Non
 
     ``observe(session)`` is called before the run, to register observers.
     """
-    from pyvision_magic._kernel import ChildKernel
+    from pyvision_magic.kernel._child import ChildKernel
     from pyvision_magic._session import Session
 
     async def go():
@@ -77,12 +77,12 @@ def leaves_no_kernel_folders():
     pattern = os.path.join(tempfile.gettempdir(), "pyvision-*")
     before = set(glob.glob(pattern))
     yield
-    from pyvision_magic import _kernel_workspace
+    from pyvision_magic.kernel import _workspace
 
     # A subprocess killed on purpose (an interrupted eval, say) cannot clean up;
     # the next process that makes kernel folders removes its folder, as here.
-    _kernel_workspace._sweep_stale_roots()
-    own = _kernel_workspace._ROOT.get("path")
+    _workspace._sweep_stale_roots()
+    own = _workspace._ROOT.get("path")
     left = sorted(set(glob.glob(pattern)) - before - {own})
     leftover = sorted(os.listdir(own)) if own and os.path.isdir(own) else []
     assert not left and not leftover, (

@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -26,8 +25,8 @@ from pathlib import Path
 import pytest
 from test_kernel import loop, run, text_of  # noqa: F401
 
-from pyvision_magic._kernel import ChildKernel
-from pyvision_magic._kernel_sandbox import landlock_abi
+from pyvision_magic.kernel._child import ChildKernel
+from pyvision_magic.kernel._isolation import landlock_abi
 
 HERE = Path(__file__).parent
 SECRET = "sk-victim-0123456789abcdefghij"
@@ -320,7 +319,7 @@ def test_kernels_of_one_process_cannot_reach_each_other(loop, sandbox):  # noqa:
 def _need_bwrap() -> None:
     import asyncio
 
-    from pyvision_magic._kernel_sandbox import check_bwrap
+    from pyvision_magic.kernel._sandbox import check_bwrap
 
     try:
         asyncio.run(check_bwrap("bwrap"))

@@ -23,10 +23,10 @@ import pytest
 from PIL import Image
 
 from pyvision_magic._errors import KernelStartError
-from pyvision_magic._kernel import ChildKernel
-from pyvision_magic._kernel_pool import KernelPool
-from pyvision_magic._kernel_output import OutputCollector
-from pyvision_magic._kernel_env import child_environment, looks_secret
+from pyvision_magic.kernel._child import ChildKernel
+from pyvision_magic.kernel._pool import KernelPool
+from pyvision_magic.kernel._output import OutputCollector
+from pyvision_magic.kernel._env import child_environment, looks_secret
 from pyvision_magic._records import ExecutionResult, ImageInput
 
 T = TypeVar("T")
@@ -438,7 +438,7 @@ def test_libraries_and_python_known_before_the_kernel_started(loop, caplog):
         libraries = await child.importable_libraries()
         answered_before_start = not starting.done()
         await starting
-        from pyvision_magic._kernel_interpreter import NOTABLE_LIBRARIES
+        from pyvision_magic.kernel._interpreter import NOTABLE_LIBRARIES
 
         in_kernel = await child._conn.call(f"probe_libraries({NOTABLE_LIBRARIES!r})")
         await child.shutdown()
@@ -469,7 +469,7 @@ def test_named_kernelspec_is_asked_once_started(loop):
 
 
 def test_other_interpreter_is_named_in_the_log():
-    from pyvision_magic._kernel_interpreter import describe_interpreter
+    from pyvision_magic.kernel._interpreter import describe_interpreter
 
     line = describe_interpreter({"executable": "/opt/py310/bin/python", "version": "3.10.4"},
                                 kernel_name="py310", sandboxed=False)
@@ -499,7 +499,7 @@ def test_pool_hands_over_ready_kernels_and_refills(loop):
 
 
 def _children() -> set[int]:
-    from pyvision_magic._kernel_env import kernel_tree
+    from pyvision_magic.kernel._env import kernel_tree
 
     return kernel_tree(os.getpid())
 

@@ -21,11 +21,11 @@ import time
 import pytest
 from test_kernel import loop, png_input, process_gone, run, text_of  # noqa: F401
 
-from pyvision_magic import _kernel_forkserver
-from pyvision_magic._kernel import ChildKernel as _ChildKernel
-from pyvision_magic._kernel_env import child_environment
+from pyvision_magic.kernel import _forkserver
+from pyvision_magic.kernel._child import ChildKernel as _ChildKernel
+from pyvision_magic.kernel._env import child_environment
 
-pytestmark = pytest.mark.skipif(not _kernel_forkserver.fork_supported(),
+pytestmark = pytest.mark.skipif(not _forkserver.fork_supported(),
                                 reason="kernels are forked on Linux only")
 
 
@@ -73,7 +73,7 @@ def test_forked_kernel_matches_a_launched_one(loop, secret_env):  # noqa: F811
         loop.run(other.start())
         c = _probe(loop, other)
         loop.run(other.shutdown())
-        server = _kernel_forkserver.server_for(child_environment(os.environ))
+        server = _forkserver.server_for(child_environment(os.environ))
         template = server.template_pid
     finally:
         loop.run(forked.shutdown())
@@ -114,7 +114,7 @@ def test_a_dead_template_costs_one_restart(loop):  # noqa: F811
     loop.run(kernel.start())
     try:
         run(loop, kernel, "x = 1")
-        server = _kernel_forkserver.server_for(child_environment(os.environ))
+        server = _forkserver.server_for(child_environment(os.environ))
         old_template, old_pid = server.template_pid, kernel.pid
         os.kill(old_template, signal.SIGKILL)
         # The kernel dies with its template (PR_SET_PDEATHSIG).
@@ -133,9 +133,9 @@ def test_a_dead_template_costs_one_restart(loop):  # noqa: F811
 
 
 def test_a_template_that_cannot_start_falls_back_to_a_launch(loop, monkeypatch, caplog):  # noqa: F811
-    broken = _kernel_forkserver.ForkServer(child_environment(os.environ),
+    broken = _forkserver.ForkServer(child_environment(os.environ),
                                            python="/nonexistent/python3")
-    monkeypatch.setattr(_kernel_forkserver, "server_for", lambda env, **sandbox: broken)
+    monkeypatch.setattr(_forkserver, "server_for", lambda env, **sandbox: broken)
     kernel = ChildKernel()
     with caplog.at_level("WARNING"):
         loop.run(kernel.start())
@@ -198,12 +198,12 @@ def test_a_forked_child_process_starts_its_own_template(loop):  # noqa: F811
     loop.run(kernel.start())
     loop.run(kernel.shutdown())
     env = child_environment(os.environ)
-    assert _kernel_forkserver.server_for(env).template_pid is not None
+    assert _forkserver.server_for(env).template_pid is not None
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: only look, nothing that could wait on the parent's threads
         try:
-            server = _kernel_forkserver.server_for(env)
+            server = _forkserver.server_for(env)
             os.write(write, json.dumps([server.template_pid, server.alive]).encode())
         finally:
             os._exit(0)

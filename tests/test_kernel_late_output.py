@@ -1,6 +1,6 @@
 """No output of one execution reaches another, and odd output still arrives as text.
 
-Real child kernels throughout (see ``_kernel_bootstrap``): threads, timers,
+Real child kernels throughout (see ``_bootstrap``): threads, timers,
 pools, processes and timed-out tools that print after their execution ended;
 lone surrogates and bytes; GUI matplotlib backends; images that are broken or
 claim to be huge.
@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from test_kernel import images_of, loop, process_gone, run, text_of  # noqa: F401
 
-from pyvision_magic._kernel import ChildKernel
+from pyvision_magic.kernel._child import ChildKernel
 
 LATE = "late-output-marker"
 

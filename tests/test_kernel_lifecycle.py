@@ -7,7 +7,6 @@ unique word on its command line, which works inside the sandbox too.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
@@ -16,9 +15,9 @@ import pytest
 from test_isolation import _need_bwrap
 from test_kernel import loop, run, text_of  # noqa: F401
 
-from pyvision_magic._kernel import ChildKernel
-from pyvision_magic._kernel_env import proc_pids
-from pyvision_magic._kernel_sandbox import landlock_abi
+from pyvision_magic.kernel._child import ChildKernel
+from pyvision_magic.kernel._env import proc_pids
+from pyvision_magic.kernel._isolation import landlock_abi
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 

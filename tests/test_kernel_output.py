@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import pytest
 from PIL import Image
 
-from pyvision_magic._kernel import ChildKernel
-from pyvision_magic._kernel_output import (
+from pyvision_magic.kernel._child import ChildKernel
+from pyvision_magic.kernel._output import (
     MAX_DECODE_PIXELS,
     OutputCollector,
     clean_text,

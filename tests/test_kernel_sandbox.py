@@ -7,12 +7,10 @@ tests of a missing or unusable bwrap run everywhere.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
 import stat
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 from test_kernel import _LoopThread, images_of, loop, png_input, process_gone, text_of  # noqa: F401
 
 from pyvision_magic._errors import KernelStartError
-from pyvision_magic._kernel import ChildKernel
+from pyvision_magic.kernel._child import ChildKernel
 
 needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None,
@@ -172,7 +170,7 @@ def test_bwrap_without_namespaces_fails_with_advice(loop, tmp_path):
 def test_python_paths_under_tmp_stay_visible_in_the_sandbox(loop, tmp_path, monkeypatch):
     # A virtualenv or an editable checkout may live under /tmp, which the sandbox
     # replaces with an empty tmpfs: such paths are bound back read-only.
-    from pyvision_magic._kernel_sandbox import interpreter_paths
+    from pyvision_magic.kernel._sandbox import interpreter_paths
 
     modules = tmp_path / "mods"
     modules.mkdir()

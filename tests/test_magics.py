@@ -81,7 +81,7 @@ def test_bad_input_is_a_one_line_usage_error(shell, tmp_path, line, cell, messag
 
 
 def test_sandbox_runs_the_tools_in_the_sandboxed_kernel(shell, make_chat_server, image_path):
-    from pyvision_magic._kernel import ChildKernel
+    from pyvision_magic.kernel._child import ChildKernel
 
     if "sandbox" not in ChildKernel.class_trait_names():
         with pytest.raises(UsageError, match="--sandbox needs a child kernel with sandbox"):

@@ -205,7 +205,7 @@ def test_tool_error_goes_back_with_traceback(chat_server, image_path, no_openai_
 
 def test_stop_during_a_slow_model_reply(chat_server, image_path, no_openai_env):
     chat_server.script = [Reply("<answer>late</answer>", delay=30)]
-    from pyvision_magic._kernel import ChildKernel
+    from pyvision_magic.kernel._child import ChildKernel
     from pyvision_magic._session import Session
 
     async def go():
@@ -227,7 +227,7 @@ def test_stop_during_a_slow_model_reply(chat_server, image_path, no_openai_env):
 
 def test_stop_during_a_runaway_tool(chat_server, image_path, no_openai_env):
     chat_server.script = [code_reply("print('looping', flush=True)\nwhile True:\n    pass")]
-    from pyvision_magic._kernel import ChildKernel
+    from pyvision_magic.kernel._child import ChildKernel
     from pyvision_magic._session import Session
 
     async def go():
@@ -284,7 +284,7 @@ def test_replay_that_runs_out_of_turns_is_an_error(image_path, no_openai_env):
 @pytest.mark.parametrize("question", ["", "   \n"])
 def test_empty_question_is_refused(question, image_path):
     from pyvision_magic import ConfigError
-    from pyvision_magic._kernel import ChildKernel
+    from pyvision_magic.kernel._child import ChildKernel
     from pyvision_magic._session import Session
 
     with pytest.raises(ConfigError, match="question is empty"):
@@ -293,7 +293,7 @@ def test_empty_question_is_refused(question, image_path):
 
 def test_rerun_replaces_a_turns_outputs_in_the_same_kernel(chat_server, image_path, no_openai_env):
     chat_server.script = [code_reply("threshold = 100\nprint('threshold', threshold)"), "<answer>ok</answer>"]
-    from pyvision_magic._kernel import ChildKernel
+    from pyvision_magic.kernel._child import ChildKernel
     from pyvision_magic._session import Session
 
     async def go():
@@ -328,7 +328,7 @@ def test_fork_replays_earlier_tools_runs_the_edit_and_lets_the_model_continue(
         # after the fork:
         "<answer>12</answer>",
     ]
-    from pyvision_magic._kernel import ChildKernel
+    from pyvision_magic.kernel._child import ChildKernel
     from pyvision_magic._session import Session
 
     async def go():

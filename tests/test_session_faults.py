@@ -19,7 +19,7 @@ from conftest import code_reply
 from pyvision_magic import OpenAIModel, Transcript, load_image
 from pyvision_magic._errors import KernelError, ModelError, PyVisionError
 from pyvision_magic._executor import Executor
-from pyvision_magic._kernel import ChildKernel
+from pyvision_magic.kernel._child import ChildKernel
 from pyvision_magic._model import Model, ModelReply
 from pyvision_magic._records import ExecutionResult, ImageInput
 from pyvision_magic._session import Session

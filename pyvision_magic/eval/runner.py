@@ -249,7 +249,7 @@ class EvalRunner(LoggingConfigurable):
     run = run_sync(_async_run)
 
     def _make_kernels(self, n: int) -> list[Any]:
-        from .._kernel import ChildKernel
+        from ..kernel._child import ChildKernel
         from ._kernels import ReusedKernel, SharedLibraries
 
         libraries = SharedLibraries()

@@ -4,7 +4,7 @@
 runs the bootstrap in it, executes code while watching for deadlines and
 death, and kills it with every process it started. What to do about a
 timeout or a death -- restart, bind images again, tell the model -- is
-decided by :class:`~._kernel.ChildKernel`, which owns one connection at a time.
+decided by :class:`~._child.ChildKernel`, which owns one connection at a time.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
-from . import _kernel_bootstrap
-from ._errors import KernelError, KernelStartError
-from ._kernel_env import MARKER_VARIABLE, kernel_tree, kill_processes
-from ._kernel_forkserver import ForkedProvisioner
-from ._kernel_output import OutputCollector, collect_message
-from ._kernel_sandbox import SandboxKernelManager, host_pid, sandboxed_kernel_pid
-from ._kernel_workspace import Launch
+from . import _bootstrap
+from .._errors import KernelError, KernelStartError
+from ._env import MARKER_VARIABLE, kernel_tree, kill_processes
+from ._forkserver import ForkedProvisioner
+from ._output import OutputCollector, collect_message
+from ._sandbox import SandboxKernelManager, host_pid, sandboxed_kernel_pid
+from ._workspace import Launch
 
 __all__ = ["THIS_INTERPRETER", "ThisInterpreterSpecs", "KernelConnection", "Ran"]
 
@@ -75,7 +75,7 @@ class Ran:
 
 
 def _boot_code(config: dict[str, Any]) -> str:
-    source = Path(_kernel_bootstrap.__file__).read_text(encoding="utf-8")
+    source = Path(_bootstrap.__file__).read_text(encoding="utf-8")
     return (
         "def _pyvision_boot(source, config):\n"
         "    import sys, types\n"
@@ -109,7 +109,7 @@ class KernelConnection:
     km : SandboxKernelManager
         The manager that launched (or is launching) the kernel.
     marker : str
-        The value of :data:`~._kernel_env.MARKER_VARIABLE` in the kernel's processes.
+        The value of :data:`~._env.MARKER_VARIABLE` in the kernel's processes.
     stopped : callable
         Returns True once the owner shut down; waits end within one poll then.
     log : logging.Logger
@@ -143,10 +143,10 @@ class KernelConnection:
     ) -> "KernelConnection":
         """Start a kernel, connect to it and run the bootstrap.
 
-        ``launch`` (see :class:`~._kernel_workspace.Launch`) says where its
+        ``launch`` (see :class:`~._workspace.Launch`) says where its
         connection file, sockets and log go, what wraps its command (the
         sandbox, or the Landlock guard), and the template that forks it, if any
-        (see :mod:`._kernel_forkserver`).
+        (see :mod:`._forkserver`).
 
         Raises
         ------

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ._records import ExecutionResult, Output
+from .._records import ExecutionResult, Output
 
 __all__ = [
     "MAX_DECODE_PIXELS",

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from . import _kernel_bootstrap
+from . import _bootstrap
 
 __all__ = ["NOTABLE_LIBRARIES", "describe_interpreter", "libraries_of_this_interpreter",
            "libraries_of_this_interpreter_if_known"]
@@ -43,7 +43,7 @@ NOTABLE_LIBRARIES: list[tuple[str, Any]] = [
 
 @functools.lru_cache(maxsize=1)
 def _probe_here() -> tuple[str, ...]:
-    return tuple(json.loads(_kernel_bootstrap.probe_libraries(NOTABLE_LIBRARIES)))
+    return tuple(json.loads(_bootstrap.probe_libraries(NOTABLE_LIBRARIES)))
 
 
 def libraries_of_this_interpreter_if_known() -> list[str] | None:

@@ -1,200 +1,60 @@
-"""The optional bubblewrap sandbox around a child kernel, and what it protects.
+"""The bubblewrap sandbox around child kernels.
 
-What the kernel protects, and what it does not
-----------------------------------------------
-**Default mode** (``sandbox=False``): the tools run in a separate process, as the
-same user, with the same rights.
+Two shapes (which one is :mod:`._isolation`'s choice):
 
-- Protected: the user's own Python process (a crash, hang or runaway allocation
-  ends or restarts the kernel, not the notebook: time limits with interrupt, then
-  restart; RLIMIT_AS and RLIMIT_FSIZE); API keys in the environment (the kernel
-  gets an allowlist of variables with anything secret-looking removed); leftover
-  processes (the kernel's whole process tree is killed on restart and shutdown).
-- Not protected: everything else the user may do. Tools can read, change and
-  delete any file the user can (home directory, SSH keys, notebooks, other
-  projects, config files that hold API keys), use the network (upload files,
-  reach local services), and see and signal the user's other processes.
-  Running a tool is like running the model's code yourself.
+- **One sandbox for the kernel template** (:func:`template_argv`): the template of
+  :mod:`._forkserver` runs inside bwrap and forks every kernel there; each kernel
+  then confines itself with Landlock (:func:`._landlock.confine_rules`), so the
+  kernels of one sandbox cannot read, signal or trace each other. The folder that
+  holds every kernel folder of this process is shown inside at
+  :data:`SHARED_INSIDE`, and the template translates the parent's paths.
+- **One sandbox per kernel** (:func:`bwrap_argv`), for kernels that are launched:
+  a named kernelspec, ``fork=False``, a user ``scratch_dir``, or a Linux without
+  Landlock's signal scoping.
 
-**Sandbox** (``sandbox=True``, Linux with bubblewrap) adds:
+Both run ``bwrap --unshare-net --unshare-pid --unshare-ipc --die-with-parent
+--cap-drop ALL`` (bwrap run by root keeps every capability otherwise, and with
+them code could simply remount ``/`` read-write) with ``/`` read-only, fresh
+``/proc`` and ``/dev``, ``/tmp`` and ``/dev/shm`` as in-memory folders bounded
+by the kernel's memory limit, ``/run`` hidden (Docker and D-Bus sockets), and the
+Jupyter runtime directory hidden (connection files of the user's own kernels).
+The parent never writes through a link the sandbox could have planted (see
+:class:`~._workspace.Workspace`).
 
-- no network at all, not even to servers on the host's 127.0.0.1;
-- a read-only filesystem, writable only in the scratch directory (and the
-  directory of this launch's connection file and sockets); an empty private
-  ``/tmp`` and ``/run`` (so the sockets of Docker, D-Bus and X11 there are out
-  of reach);
-- its own process view: other processes cannot be seen or signalled; its own
-  ``/dev`` without the host's devices (so no GPU either);
-- no capabilities, even when pyvision runs as root; it dies with its parent.
-
-Still *not* protected with the sandbox: reading. Every file the user can read
-stays readable, and what a tool prints is sent to the model endpoint, so a
-secret in a readable file can still reach the model. Unix sockets elsewhere
-than ``/tmp`` and ``/run`` can still be connected to; CPU time and disk use in
-the scratch directory are limited only by ChildKernel's time, memory and file
-size limits; bubblewrap is not a virtual machine, so a kernel exploit escapes it.
-
-How
----
-``bwrap`` wraps the kernel's command line: ``--unshare-net``, ``--unshare-pid``,
-``--unshare-ipc``, ``--ro-bind / /`` with the scratch and socket directories bound
-read-write at the same path, ``--tmpfs`` on ``/tmp`` and ``/run``, fresh
-``/proc`` and ``/dev``, ``--cap-drop ALL`` (bwrap run by root keeps every
-capability otherwise, and with them code could simply remount ``/`` read-write)
-and ``--die-with-parent``. The parent never writes through a link the sandbox
-could have planted (see :class:`~._kernel_workspace.Workspace`).
+Still *not* protected: reading. Every file the user can read stays readable, and
+what a tool prints is sent to the model endpoint. bubblewrap is not a virtual
+machine: a kernel exploit escapes it.
 
 Signals need care: jupyter_client signals the process group of the process it
 launched, which is bwrap, and bwrap dies of SIGINT instead of passing it on.
-:class:`SandboxKernelManager` therefore interrupts the processes *inside* the sandbox
-(those of bwrap's process group, minus bwrap itself) and leaves kills to the
+:class:`SandboxKernelManager` therefore interrupts the processes *inside* a
+per-kernel sandbox (those of bwrap's process group, minus bwrap itself), sends
+a forked kernel's signals through its template, and leaves kills to the
 provisioner, whose SIGKILL of the whole group ends the sandbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
-import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from jupyter_client import AsyncKernelManager
 from traitlets import Bool, List, Unicode
 
-from . import _kernel_landlock
-from ._errors import KernelStartError
-from ._kernel_env import proc_pids, process_links
+from .._errors import KernelStartError
+from ._env import hidden_jupyter_paths, proc_pids, process_links
 
-__all__ = ["Isolation", "SandboxKernelManager", "bwrap_argv", "check_bwrap", "choose_isolation",
-           "guard_argv", "hidden_jupyter_paths", "sandboxed_kernel_pid", "template_argv"]
+__all__ = ["SHARED_INSIDE", "SandboxKernelManager", "bwrap_argv", "check_bwrap", "host_pid",
+           "sandboxed_kernel_pid", "template_argv"]
 
 #: Where the sandbox shows the folder that holds every kernel's folders.
 SHARED_INSIDE = "/run/pyvision"
-#: Landlock ABI with signal and abstract-socket scoping (Linux 6.12).
-_SCOPED_ABI = 6
-_log = logging.getLogger(__name__)
-_WARNED: set[str] = set()
-
-
-@dataclass(frozen=True)
-class Isolation:
-    """How the kernels of one :class:`~._kernel.ChildKernel` are confined.
-
-    ``kind`` is ``"sandbox"`` (bubblewrap; ``shared``: kernels forked by a
-    template inside one sandbox, each kernel also confined by Landlock, else one
-    sandbox per kernel), ``"landlock"`` (no sandbox; each kernel confined by
-    Landlock and without capabilities, this process made non-dumpable) or
-    ``"none"``. ``note`` says why the sandbox is not used, when it is not.
-    """
-
-    kind: str
-    bwrap: str | None = None
-    shared: bool = False
-    note: str = ""
-
-    @property
-    def sandboxed(self) -> bool:
-        return self.kind == "sandbox"
-
-    def describe(self) -> str:
-        """One line for the user: what protects the tools here."""
-        if self.sandboxed:
-            return "sandboxed (bubblewrap: no network, read-only files, own processes)"
-        why = f": {self.note}" if self.note else ""
-        return (f"unsandboxed{why}; tools can use the network and write your files "
-                "(see the README, Security model)")
-
-
-def landlock_abi() -> int:
-    """The Landlock ABI of this kernel, 0 without (probed once)."""
-    if "abi" not in _LANDLOCK_ABI:
-        _LANDLOCK_ABI["abi"] = _kernel_landlock.abi_version()
-    return _LANDLOCK_ABI["abi"]
-
-
-_LANDLOCK_ABI: dict[str, int] = {}
-
-
-async def choose_isolation(requested: bool | str, bwrap_path: str, *, can_share: bool) -> Isolation:
-    """Resolve ``ChildKernel.sandbox`` (True, False or "auto") to an :class:`Isolation`.
-
-    ``can_share`` says whether kernels may be forked from a template (this
-    interpreter, Linux, no user scratch folder); in the sandbox that also needs
-    Landlock's signal scoping, which keeps the kernels of one sandbox apart.
-
-    Raises
-    ------
-    KernelStartError
-        If the sandbox is asked for (True) but cannot be built here.
-    """
-    abi = landlock_abi()
-    fallback = "landlock" if abi >= 1 else "none"
-    if requested is False:
-        return Isolation(fallback, note="the sandbox is turned off")
-    try:
-        bwrap = await check_bwrap(bwrap_path)
-    except KernelStartError as exc:
-        if requested is True:
-            raise
-        note = str(exc).rstrip(".")
-        if note not in _WARNED:
-            _WARNED.add(note)
-            _log.warning("Tools run unsandboxed: %s.", note)
-        return Isolation(fallback, note=note)
-    return Isolation("sandbox", bwrap, shared=can_share and abi >= _SCOPED_ABI)
-
-
-def hidden_jupyter_paths() -> list[str]:
-    """Folders with Jupyter's secrets: the runtime dir (kernel connection files,
-    server tokens) and, in a notebook, the folder of this kernel's connection file.
-    """
-    paths = []
-    try:
-        from jupyter_core.paths import jupyter_runtime_dir
-
-        paths.append(jupyter_runtime_dir())
-    except Exception:  # noqa: BLE001 - jupyter_core is a dependency; be safe anyway
-        pass
-    ipykernel = sys.modules.get("ipykernel.connect")
-    if ipykernel is not None:
-        try:
-            paths.append(os.path.dirname(ipykernel.get_connection_file()))
-        except Exception:  # noqa: BLE001 - not inside a kernel
-            pass
-    found = []
-    for path in paths:
-        real = os.path.realpath(path)
-        if real not in found and real != "/":
-            found.append(real)
-    return found
-
-
-def make_undumpable() -> None:
-    """Make this process non-dumpable: outside the sandbox, a tool (same user,
-    no capabilities) then cannot read its environment (the API key) or memory.
-
-    The cost: no core dumps of this process, and attaching a debugger or
-    profiler (py-spy, gdb) to it needs root.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
-        except (OSError, AttributeError):
-            pass
-
-
-def guard_argv(hidden: list[str], connection_file: str) -> list[str]:
-    """Prefix that launches a kernel under Landlock outside the sandbox."""
-    spec = json.dumps({"mode": "hide", "hidden": hidden})
-    return [sys.executable, "-I", "-S", _kernel_landlock.__file__, "--guard", spec,
-            "--connection-file", connection_file, "--"]
 
 # Resolved bwrap path -> None if it works, else the error message; checked once.
 _CHECKED: dict[str, str | None] = {}
@@ -297,7 +157,7 @@ def template_argv(bwrap: str, *, shared: str, memory_limit: int | None) -> list[
 
     ``shared`` (the folder that holds every kernel folder of this process) is
     shown at :data:`SHARED_INSIDE`; each kernel sees only its own folders there
-    (Landlock, see :func:`._kernel_landlock.confine_rules`).
+    (Landlock, see :func:`._landlock.confine_rules`).
     """
     argv = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc",
             "--dev", "/dev", *_memory_mounts(memory_limit), *_hide_jupyter()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 from collections.abc import Callable, Iterable, Mapping
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "MARKER_VARIABLE",
     "looks_secret",
     "child_environment",
+    "hidden_jupyter_paths",
     "kernel_tree",
     "kill_processes",
     "proc_pids",
@@ -170,6 +172,32 @@ def child_environment(
     if extra:
         env.update({str(k): str(v) for k, v in extra.items()})
     return env
+
+
+def hidden_jupyter_paths() -> list[str]:
+    """Folders with Jupyter's secrets: the runtime dir (kernel connection files,
+    server tokens) and, in a notebook, the folder of this kernel's connection file.
+    """
+    paths = []
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        paths.append(jupyter_runtime_dir())
+    except Exception:  # noqa: BLE001 - jupyter_core is a dependency; be safe anyway
+        pass
+    ipykernel = sys.modules.get("ipykernel.connect")
+    if ipykernel is not None:
+        try:
+            paths.append(os.path.dirname(ipykernel.get_connection_file()))
+        except Exception:  # noqa: BLE001 - not inside a kernel
+            pass
+    found = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in found and real != "/":
+            found.append(real)
+    return found
+
 
 
 def proc_pids() -> list[int]:

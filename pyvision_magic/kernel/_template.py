@@ -3,13 +3,13 @@
 Starting ipykernel costs about 0.7 s of CPU, nearly all of it imports. This
 program imports ipykernel, IPython, numpy and PIL once, then waits; each
 request makes it fork, and the forked copy becomes a kernel at once, about
-0.07 s of CPU later. :mod:`._kernel_forkserver` starts it and talks to it.
+0.07 s of CPU later. :mod:`._forkserver` starts it and talks to it.
 
 It is run as ``python -c <this file's text> FD BOOTSTRAP LANDLOCK``: FD is its
 end of a ``SOCK_SEQPACKET`` socket pair, one JSON object per packet; BOOTSTRAP
-and LANDLOCK are the paths of :mod:`._kernel_bootstrap` (for ``lower_priority``
-and ``_become_subreaper``) and :mod:`._kernel_landlock`. It may run inside the
-bubblewrap sandbox (see :mod:`._kernel_sandbox`), where its pids are those of
+and LANDLOCK are the paths of :mod:`._bootstrap` (for ``lower_priority``
+and ``_become_subreaper``) and :mod:`._landlock`. It may run inside the
+bubblewrap sandbox (see :mod:`._sandbox`), where its pids are those of
 the sandbox's own process namespace and the parent's paths are seen elsewhere.
 
 - Request ``{"id", "argv", "cwd", "env", "nice", "connection", "landlock",
@@ -18,7 +18,7 @@ the sandbox's own process namespace and the parent's paths are seen elsewhere.
   ``{"id", "pid"}`` or ``{"id", "error"}``. ``connection`` is ``[path, content]``:
   the connection file named in ``argv`` is not on disk, and the kernel reads
   it from memory. Before ipykernel starts a thread the kernel applies the Landlock
-  spec (see :func:`._kernel_landlock.apply`) and asks to die with the template.
+  spec (see :func:`._landlock.apply`) and asks to die with the template.
   ``translate`` is ``[outside, inside]``: the parent's path prefix of the shared
   kernel folder and where the sandbox shows it.
 - Request ``{"signal": pid, "signum": n}``: signal that kernel's process group,

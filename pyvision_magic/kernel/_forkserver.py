@@ -3,7 +3,7 @@
 A kernel started the usual way (``python -m ipykernel_launcher``) spends about
 0.7 s of CPU importing before it can answer; sixteen of them on two cores take
 seconds. :class:`ForkServer` starts one template process
-(:mod:`._kernel_template`) per kernel environment, and each kernel is a fork of
+(:mod:`._template`) per kernel environment, and each kernel is a fork of
 it, ready after about 0.07 s of CPU. :class:`ForkedProvisioner` plugs this into
 jupyter_client, so the rest of the kernel code sees an ordinary kernel: it
 signals, polls and kills a :class:`ForkedProcess` as it would a ``Popen``.
@@ -46,8 +46,8 @@ from typing import Any
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Int
 
-from . import _kernel_bootstrap, _kernel_landlock, _kernel_template
-from ._kernel_env import MARKER_VARIABLE
+from . import _bootstrap, _landlock, _template
+from ._env import MARKER_VARIABLE
 
 __all__ = ["ForkServer", "ForkServerError", "ForkedProcess", "ForkedProvisioner",
            "fork_supported", "server_for"]
@@ -78,7 +78,7 @@ class ForkServer:
     codes of its kernels. Create it with the environment the kernels will have
     (per-kernel variables excepted), then :meth:`spawn`.
 
-    With a ``prefix`` (the bwrap call of :func:`~._kernel_sandbox.template_argv`)
+    With a ``prefix`` (the bwrap call of :func:`~._sandbox.template_argv`)
     the template runs inside the sandbox: kernel pids are then those of the
     sandbox's process namespace, meaningless here, so every signal goes through
     the template (:meth:`signal`), which also knows whether a pid is still its
@@ -121,13 +121,13 @@ class ForkServer:
         try:
             # ps and top show this first line for the template and for every kernel.
             source = "# pyvision_magic kernel template\n" + Path(
-                _kernel_template.__file__).read_text(encoding="utf-8")
+                _template.__file__).read_text(encoding="utf-8")
             # From a thread that lives as long as this process: bwrap's
             # --die-with-parent follows the *thread* that started it.
             self._process = _LAUNCHER.submit(
                 subprocess.Popen,
                 [*self.prefix, self.python, "-c", source, str(theirs.fileno()),
-                 _kernel_bootstrap.__file__, _kernel_landlock.__file__],
+                 _bootstrap.__file__, _landlock.__file__],
                 pass_fds=[theirs.fileno()],
                 env=self.env,
                 cwd="/",
@@ -192,7 +192,7 @@ class ForkServer:
         ``connection`` is ``(path, content)``: the connection file named in
         ``argv``, which is not on disk; the kernel reads it from memory instead.
         ``landlock`` is the spec the kernel applies to itself (see
-        :func:`._kernel_landlock.apply`).
+        :func:`._landlock.apply`).
 
         ``stdio`` are the file descriptors for its stdin, stdout and stderr; they
         are passed over the socket, so the caller may close them afterwards.

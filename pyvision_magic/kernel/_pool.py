@@ -8,8 +8,8 @@ from typing import Any
 from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
-from ._errors import KernelError, KernelStartError
-from ._kernel import ChildKernel
+from .._errors import KernelError, KernelStartError
+from ._child import ChildKernel
 
 __all__ = ["KernelPool"]
 

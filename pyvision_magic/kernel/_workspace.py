@@ -1,6 +1,6 @@
 """Where a child kernel runs: its directories, its environment, its sandbox.
 
-A :class:`Workspace` lives as long as a :class:`~._kernel.ChildKernel`; every
+A :class:`Workspace` lives as long as a :class:`~._child.ChildKernel`; every
 kernel process launched for it (restarts included) works in the same scratch
 directory.
 
@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._kernel_env import child_environment, process_running
-from . import _kernel_forkserver
-from ._kernel_forkserver import ForkServer, close_servers
-from ._kernel_sandbox import (SHARED_INSIDE, Isolation, bwrap_argv, guard_argv,
-                              hidden_jupyter_paths, template_argv)
-from ._records import ImageInput
+from ._env import child_environment, process_running
+from . import _forkserver
+from ._forkserver import ForkServer, close_servers
+from ._env import hidden_jupyter_paths
+from ._isolation import Isolation, guard_argv
+from ._sandbox import SHARED_INSIDE, bwrap_argv, template_argv
+from .._records import ImageInput
 
 __all__ = ["Launch", "Workspace", "process_root"]
 
@@ -82,11 +83,11 @@ class Launch:
         What wraps a launched kernel's command: the bwrap call, or the Landlock
         guard outside the sandbox; empty for none.
     env : dict
-        Its environment (see :func:`~._kernel_env.child_environment`).
+        Its environment (see :func:`~._env.child_environment`).
     server : ForkServer or None
         The template that forks it, when kernels are forked.
     landlock : dict or None
-        The Landlock spec a forked kernel applies (see ``_kernel_landlock.apply``).
+        The Landlock spec a forked kernel applies (see ``_landlock.apply``).
     """
 
     base: str
@@ -173,11 +174,11 @@ class Workspace:
         isolation = self.isolation
         if not isolation.sandboxed:
             if isolation.kind != "landlock":
-                server = _kernel_forkserver.server_for(env) if self.fork else None
+                server = _forkserver.server_for(env) if self.fork else None
                 return Launch(base, [], env, server)
             hidden = hidden_jupyter_paths()
             spec = {"mode": "hide", "hidden": hidden}
-            server = _kernel_forkserver.server_for(env) if self.fork else None
+            server = _forkserver.server_for(env) if self.fork else None
             return Launch(base, guard_argv(hidden, connection_file), env, server, spec)
         assert isolation.bwrap is not None
         if "MPLCONFIGDIR" not in extra_env:
@@ -189,7 +190,7 @@ class Workspace:
         if not self.shared_sandbox:
             return Launch(base, prefix, env, sandboxed=True)
         root = process_root()
-        server = _kernel_forkserver.server_for(env, prefix=template_argv(isolation.bwrap, shared=root,
+        server = _forkserver.server_for(env, prefix=template_argv(isolation.bwrap, shared=root,
                                                      memory_limit=self.memory_limit),
                             translate=(root, SHARED_INSIDE))
         spec = {"mode": "confine", "root": SHARED_INSIDE,

@@ -15,7 +15,7 @@ kernel, and every process its tools start, is inside it. What the domain does:
 - **files**: paths are allowed by hierarchy. Two shapes are used:
   ``hide`` (outside the sandbox) allows everything except some paths (the Jupyter
   runtime directory with every kernel's connection file); ``confine`` (inside the
-  bubblewrap sandbox, see :mod:`._kernel_sandbox`) allows reading everything but
+  bubblewrap sandbox, see :mod:`._sandbox`) allows reading everything but
   the other kernels' folders and writing only the kernel's own folders, ``/tmp``
   and ``/dev/shm``.
 
@@ -314,7 +314,7 @@ def _guard(argv):
     if rest[:1] == ["--connection-file"]:
         connection, rest = rest[1], rest[2:]
     if rest[:1] != ["--"] or len(rest) < 2:
-        sys.exit("usage: _kernel_landlock.py --guard SPEC [--connection-file PATH] -- CMD...")
+        sys.exit("usage: _landlock.py --guard SPEC [--connection-file PATH] -- CMD...")
     command = rest[1:]
     if connection is not None:
         concealed = conceal_connection_file(connection)

@@ -1,7 +1,7 @@
 """The child Jupyter kernel that runs the model's tools.
 
 What the default mode and the sandbox protect, and what they do not, is set out
-in :mod:`._kernel_sandbox`.
+in :mod:`._sandbox`.
 """
 
 from __future__ import annotations
@@ -19,20 +19,20 @@ from typing import Any
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode, Union, validate
 from traitlets.config import LoggingConfigurable
 
-from ._errors import ImageInputError, KernelError, KernelStartError
-from ._executor import Executor
-from ._kernel_connection import KernelConnection
-from ._kernel_forkserver import fork_supported
-from ._kernel_interpreter import (
+from .._errors import ImageInputError, KernelError, KernelStartError
+from .._executor import Executor
+from ._connection import KernelConnection
+from ._forkserver import fork_supported
+from ._interpreter import (
     NOTABLE_LIBRARIES,
     describe_interpreter,
     libraries_of_this_interpreter,
     libraries_of_this_interpreter_if_known,
 )
-from ._kernel_output import OutputCollector, execution_result
-from ._kernel_sandbox import Isolation, choose_isolation, make_undumpable
-from ._kernel_workspace import Workspace
-from ._records import ExecutionResult, ImageInput
+from ._output import OutputCollector, execution_result
+from ._isolation import Isolation, choose_isolation, make_undumpable
+from ._workspace import Workspace
+from .._records import ExecutionResult, ImageInput
 
 __all__ = ["ChildKernel"]
 
@@ -52,10 +52,10 @@ class ChildKernel(Executor, LoggingConfigurable):
     shows is returned and also bound in the kernel as the next ``image_clue_N``.
     Timeouts interrupt the kernel and restart it if it does not stop; a kernel
     that dies is restarted; in both cases the input images are bound again.
-    With ``sandbox=True`` it runs inside bubblewrap (see :mod:`._kernel_sandbox`
+    With ``sandbox=True`` it runs inside bubblewrap (see :mod:`._sandbox`
     for what each mode protects). Otherwise, on Linux, the kernel process is
     forked from a template that has ipykernel, numpy and PIL imported (see
-    :mod:`._kernel_forkserver`; ``fork=False`` launches it instead). Tools run at
+    :mod:`._forkserver`; ``fork=False`` launches it instead). Tools run at
     niceness ``nice`` (10), so they cannot starve the notebook.
 
     Use it as ``async with ChildKernel() as kernel: ...`` or call :meth:`start`
@@ -215,7 +215,7 @@ class ChildKernel(Executor, LoggingConfigurable):
 
     @property
     def isolation(self) -> Isolation | None:
-        """How the tools are confined (see :class:`~._kernel_sandbox.Isolation`), once
+        """How the tools are confined (see :class:`~._sandbox.Isolation`), once
         started; ``isolation.describe()`` is the one line to show the user."""
         return self._isolation
 
