@@ -43,7 +43,8 @@ MODES = {
     "landlock-launched": {"sandbox": False, "fork": False},
 }
 
-ATTACK = r'''
+#: Each attack records what it got, or how it was refused.
+ATTEMPT = r'''
 import glob, json, os, signal, socket
 found = {}
 def attempt(name, action):
@@ -51,6 +52,9 @@ def attempt(name, action):
         found[name] = action()
     except Exception as exc:
         found[name] = "denied: " + type(exc).__name__
+'''
+
+ATTACK = ATTEMPT + r'''
 
 def environ_leaks():
     leaks = []
@@ -233,14 +237,7 @@ def test_sandbox_has_no_network_and_a_read_only_file_system(attacked):
 
 # -- kernels of one process: apart from each other --------------------------------
 
-SIBLING_ATTACK = r'''
-import glob, json, os, signal
-found = {}
-def attempt(name, action):
-    try:
-        found[name] = action()
-    except Exception as exc:
-        found[name] = "denied: " + type(exc).__name__
+SIBLING_ATTACK = ATTEMPT + r'''
 # Socket paths of every kernel of the sandbox (or of the machine) are listed here.
 paths = set()
 for line in open("/proc/net/unix").read().splitlines()[1:]:

@@ -13,12 +13,12 @@ import base64
 import io
 import json
 import struct
-import threading
 import zlib
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
+from test_kernel import _LoopThread
 from PIL import Image
 
 from pyvision_magic.kernel._child import ChildKernel
@@ -284,23 +284,6 @@ def test_notices_stay_outside_the_text_cap():
 
 
 # -- a real kernel ---------------------------------------------------------------
-
-
-class _LoopThread:
-    """An event loop in a daemon thread: the kernel's sockets belong to one loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")

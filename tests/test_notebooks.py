@@ -151,3 +151,33 @@ def test_interrupting_the_cell_stops_the_session_and_keeps_it(make_chat_server, 
     assert "stopped 1" in _text(nb.cells[2])
     _, static = _pyvision_outputs(nb.cells[1])
     assert static and static[0]["metadata"]["pyvision"]["transcript"]["status"] == "stopped"
+
+
+def test_the_notebook_kernel_shuts_down_cleanly_and_leaves_no_folder(tmp_path):
+    """Loading the extension (its pool, its kernel template) must not hold up or
+    break the notebook kernel's own shutdown: the kernel exits by itself, its exit
+    hooks run, and the folder with its tools' kernels and image copies is gone."""
+    import glob
+    import tempfile
+
+    shipped = resources.files("pyvision_magic") / "data" / "coins_session.json"
+    transcript = tmp_path / "coins.json"
+    transcript.write_bytes(shipped.read_bytes())
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in [
+        "%load_ext pyvision_magic",
+        "import os; print(os.getpid())",
+        f"%%pyvision --replay {str(transcript)!r}\n",
+    ]]
+    client = NotebookClient(nb, timeout=90, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        pid = int(_text(nb.cells[1]))
+        km = client.km
+        assert glob.glob(os.path.join(tempfile.gettempdir(), f"pyvision-{pid}-*"))
+    # setup_kernel asked the kernel to shut down and waited: it must have exited on
+    # its own (a kernel killed after the wait runs no exit hooks).
+    assert not km.has_kernel or not km.is_alive()
+    assert glob.glob(os.path.join(tempfile.gettempdir(), f"pyvision-{pid}-*")) == []

@@ -272,26 +272,70 @@ def kernel_tree(root: int | None, marker: str | None = None) -> set[int]:
     return found
 
 
+def _start_time(pid: int) -> bytes | None:
+    """When a process started (``/proc/PID/stat`` field 22), or None if it is gone."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+class _Handle:
+    """A process as found: a pidfd where there is one, and its start time.
+
+    A pid found in ``/proc`` may be reused before it is signalled; a pidfd names
+    the process itself, and the start time, read before and after opening it,
+    proves the pidfd is the process that was found.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.fd = pid, None
+        started = _start_time(pid)
+        if started is None:
+            return
+        try:
+            self.fd = os.pidfd_open(pid)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):  # no pidfd (old Linux, not Linux): check each time
+            self.started = started
+            return
+        if _start_time(pid) != started:  # reused in between: not ours
+            os.close(self.fd)
+            self.fd = None
+        self.started = started
+
+    def send(self, signum: int) -> None:
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, signum)  # type: ignore[attr-defined]
+            elif getattr(self, "started", None) is not None and _start_time(self.pid) == self.started:
+                os.kill(self.pid, signum)
+        except OSError:  # ended meanwhile
+            pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def kill_processes(find: Callable[[], Iterable[int]], rounds: int = 5) -> int:
     """Stop, then kill, every process ``find()`` returns, until it returns none new.
 
     Stopping first keeps a process from forking new ones while we look for them.
+    Each process is signalled through a pidfd taken when it was found (or after
+    checking its start time), never by a pid that may have been reused.
     Returns how many processes were killed.
     """
-    stopped: set[int] = set()
-    for _ in range(rounds):
-        new = set(find()) - stopped
-        if not new:
-            break
-        for pid in new:
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except OSError:
-                pass
-        stopped |= new
-    for pid in stopped:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    return len(stopped)
+    handles: dict[int, _Handle] = {}
+    try:
+        for _ in range(rounds):
+            new = set(find()) - set(handles)
+            if not new:
+                break
+            for pid in new:
+                handle = handles[pid] = _Handle(pid)
+                handle.send(signal.SIGSTOP)
+        for handle in handles.values():
+            handle.send(signal.SIGKILL)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return len(handles)
