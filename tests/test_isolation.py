@@ -367,3 +367,35 @@ def test_a_killed_sandbox_template_is_noticed_at_once(loop):  # noqa: F811
         assert text_of(run(loop, kernel, "print('x' in globals())")) == "False\n"
     finally:
         loop.run(kernel.shutdown())
+
+
+@pytest.mark.parametrize("sandbox", [True, False])
+def test_the_prompt_says_there_is_no_network_only_when_there_is_none(make_chat_server, sandbox):
+    import asyncio
+    import io
+
+    from PIL import Image
+
+    from pyvision_magic import OpenAIModel, Session
+    from pyvision_magic._images import load_image
+
+    if sandbox:
+        _need_bwrap()
+    server = make_chat_server()
+    server.script = ["<answer>1</answer>"]
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+
+    async def go() -> str:
+        kernel = ChildKernel(sandbox=sandbox)
+        model = OpenAIModel(base_url=server.base_url, model="test-model")
+        session = Session("q", [load_image(png.getvalue())], model=model, executor=kernel)
+        try:
+            await session._async_run()
+        finally:
+            await kernel.shutdown()
+            await model.aclose()
+        return server.chat_requests[0].body["messages"][0]["content"]
+
+    system = asyncio.run(go())
+    assert ("There is no network access." in system) == sandbox
