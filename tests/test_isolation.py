@@ -399,3 +399,22 @@ def test_the_prompt_says_there_is_no_network_only_when_there_is_none(make_chat_s
 
     system = asyncio.run(go())
     assert ("There is no network access." in system) == sandbox
+
+
+@pytest.mark.parametrize("how", ["default", "--no-sandbox", "no bwrap"])
+def test_running_unsandboxed_is_said_once_and_never_silently(how, tmp_path):
+    if how != "--no-sandbox":
+        _need_bwrap()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    if how == "no bwrap":
+        env["PATH"] = str(tmp_path)  # nothing there: bwrap cannot be found
+    argv = [sys.executable, "-m", "pyvision_magic", "demo"] + (["--no-sandbox"] if how == "--no-sandbox" else [])
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    notices = [line for line in done.stderr.splitlines() if "unsandboxed" in line]
+    if how == "default":
+        assert notices == []
+    else:
+        assert len(notices) == 1 and notices[0].startswith("pyvision: tools run unsandboxed: ")
+        assert ("turned off" if how == "--no-sandbox" else "'bwrap' was not found") in notices[0]
+        assert "see the README" in notices[0]

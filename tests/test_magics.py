@@ -278,3 +278,16 @@ def test_the_line_is_expanded_once(shell, tmp_path):
     finally:
         shell.user_ns.pop("b", None)
     assert [p.name for p in tmp_path.glob("*.json")] == ["a$b-1.json"]
+
+
+def test_unsandboxed_tools_are_announced_once_per_notebook(shell, capsys):
+    from importlib import resources
+
+    shipped = str(resources.files("pyvision_magic") / "data" / "coins_session.json")
+    for _ in range(2):
+        shell.run_cell_magic("pyvision", f"--replay {shipped} --no-sandbox -o r", "replayed")
+        assert shell.user_ns["r"].answer == "24"
+    err = capsys.readouterr().err
+    assert err.count("pyvision: tools run unsandboxed: the sandbox is turned off") == 1
+    with pytest.raises(UsageError, match="--sandbox and --no-sandbox contradict"):
+        shell.run_cell_magic("pyvision", f"--replay {shipped} --sandbox --no-sandbox", "replayed")

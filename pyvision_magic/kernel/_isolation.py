@@ -26,7 +26,6 @@ __all__ = ["Isolation", "choose_isolation", "guard_argv", "landlock_abi", "make_
 #: Landlock ABI with signal and abstract-socket scoping (Linux 6.12).
 _SCOPED_ABI = 6
 _log = logging.getLogger(__name__)
-_WARNED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -89,10 +88,9 @@ async def choose_isolation(requested: bool | str, bwrap_path: str, *, can_share:
     except KernelStartError as exc:
         if requested is True:
             raise
+        # Said once per session by the views (CLI, notebook), which know their user.
         note = str(exc).rstrip(".")
-        if note not in _WARNED:
-            _WARNED.add(note)
-            _log.warning("Tools run unsandboxed: %s.", note)
+        _log.debug("tools run unsandboxed: %s", note)
         return Isolation(fallback, note=note)
     return Isolation("sandbox", bwrap, shared=can_share and abi >= _SCOPED_ABI)
 
