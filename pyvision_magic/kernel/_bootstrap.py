@@ -579,6 +579,24 @@ def _attribute_threads() -> None:
     threading.Thread.start = start_in_execution
     ThreadPoolExecutor.submit = submit_in_execution
 
+    # The low-level way to start a thread (threading keeps its own reference).
+    import _thread
+
+    start_new = _thread.start_new_thread
+
+    @functools.wraps(start_new)
+    def start_new_in_execution(function, args, kwargs=None):
+        parent = _parent()
+
+        def run_in_execution(*args, **kwargs):
+            if parent:
+                _adopt(parent)
+            return function(*args, **kwargs)
+
+        return start_new(run_in_execution, args, kwargs or {})
+
+    _thread.start_new_thread = _thread.start_new = start_new_in_execution
+
 
 def _quiet_late_processes() -> None:
     """A process started by a thread of an execution that is over writes to the log.
