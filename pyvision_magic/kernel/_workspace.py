@@ -104,9 +104,10 @@ _MIME_SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", 
 class Workspace:
     """The directories a kernel uses and, with the sandbox, the bwrap that confines it.
 
-    Every launch gets a fresh directory ``private/k<N>`` for its connection file,
-    sockets and log; in the sandbox only that directory and the scratch directory
-    are writable. Nothing a sandboxed kernel left behind is written through later:
+    Every launch gets a fresh directory with a random name under ``private`` for
+    its connection file, sockets and log; in the sandbox only that directory and
+    the scratch directory are writable (and, for a forked kernel, the only
+    kernel folders it can see). Nothing a sandboxed kernel left behind is written through later:
     the next launch's files go to a directory it never saw, and input images are
     written without following links (a tool could plant ``inputs/image_clue_0.png``
     as a link to a file of the user's, for the parent to overwrite at a restart).
@@ -119,8 +120,12 @@ class Workspace:
         The kernel's working directory, where input images are written.
     owns_scratch : bool
         Whether ``scratch`` was made here, and is removed at the end.
-    bwrap : str or None
-        The checked bwrap executable when sandboxed, else None.
+    isolation : Isolation
+        How its kernels are confined (see :mod:`._isolation`).
+    fork : bool
+        Whether kernels are forked from a template (else launched).
+    memory_limit : int or None
+        Bounds the sandbox's in-memory folders, like the kernel's address space.
     """
 
     private: str
@@ -129,7 +134,6 @@ class Workspace:
     isolation: Isolation = field(default_factory=lambda: Isolation("none"))
     fork: bool = False
     memory_limit: int | None = None
-    launches: int = 0
 
     @classmethod
     def create(cls, scratch_dir: str | None, isolation: Isolation, *, fork: bool = False,
@@ -165,7 +169,6 @@ class Workspace:
 
     def new_launch(self, parent_env: Mapping[str, str], extra_env: Mapping[str, str]) -> Launch:
         """Prepare the next kernel launch (see :class:`Launch`)."""
-        self.launches += 1
         folder = os.path.join(self.private, uuid.uuid4().hex)
         os.mkdir(folder, 0o700)
         env = child_environment(parent_env, extra_env)
@@ -173,13 +176,12 @@ class Workspace:
         connection_file = base + ".json"
         isolation = self.isolation
         if not isolation.sandboxed:
+            server = _forkserver.server_for(env) if self.fork else None
             if isolation.kind != "landlock":
-                server = _forkserver.server_for(env) if self.fork else None
                 return Launch(base, [], env, server)
             hidden = hidden_jupyter_paths()
-            spec = {"mode": "hide", "hidden": hidden}
-            server = _forkserver.server_for(env) if self.fork else None
-            return Launch(base, guard_argv(hidden, connection_file), env, server, spec)
+            return Launch(base, guard_argv(hidden, connection_file), env, server,
+                          {"mode": "hide", "hidden": hidden})
         assert isolation.bwrap is not None
         if "MPLCONFIGDIR" not in extra_env:
             matplotlib = _seed_matplotlib_dir(os.path.join(folder, "matplotlib"), parent_env)
