@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 from test_isolation import _need_bwrap
-from test_kernel import loop, run, text_of  # noqa: F401
+from test_kernel import loop, png_input, run, text_of  # noqa: F401
 
 from pyvision_magic.kernel._child import ChildKernel
 from pyvision_magic.kernel._env import proc_pids
@@ -112,3 +112,21 @@ def test_processes_of_a_running_kernel_die_at_its_shutdown(loop, kernel):  # noq
 
     loop.run(scenario())
     assert _wait_gone(word) == []
+
+
+@pytest.mark.parametrize("sandbox", [True, False])
+def test_a_tool_that_deletes_its_folders_and_dies_costs_one_restart(loop, sandbox):  # noqa: F811
+    if sandbox:
+        _need_bwrap()
+    kernel = ChildKernel(timeout=20.0, sandbox=sandbox)
+    loop.run(kernel.start())
+    try:
+        loop.run(kernel.bind_images([png_input()]))
+        # Outside the sandbox the folder itself goes; inside, only what is in it.
+        died = run(loop, kernel, "import os, shutil\n"
+                                 "shutil.rmtree(os.getcwd(), ignore_errors=True)\nos._exit(1)")
+        assert died.status == "died"
+        # The folder and the input images are back; the kernel works.
+        assert text_of(run(loop, kernel, "print(image_clue_0.size)")) == "(40, 30)\n"
+    finally:
+        loop.run(kernel.shutdown())

@@ -447,7 +447,13 @@ class ChildKernel(Executor, LoggingConfigurable):
         async with self._get_lock():
             if self._conn is None and self._state is _State.READY:
                 # An earlier restart failed half way; try once more before running.
-                await self._relaunch()
+                try:
+                    await self._relaunch()
+                except Exception as exc:  # noqa: BLE001 - a status, as for the tool itself
+                    await self._teardown()
+                    return ExecutionResult("died", note=(
+                        f"The kernel could not be started again ({type(exc).__name__}: {exc}); "
+                        "the tool was not run. The next tool tries again."))
             return await self._execute(code, self.timeout if timeout is None else timeout)
 
     async def _execute(self, code: str, limit: float | None) -> ExecutionResult:

@@ -170,7 +170,10 @@ class Workspace:
     def new_launch(self, parent_env: Mapping[str, str], extra_env: Mapping[str, str]) -> Launch:
         """Prepare the next kernel launch (see :class:`Launch`)."""
         folder = os.path.join(self.private, uuid.uuid4().hex)
+        os.makedirs(self.private, 0o700, exist_ok=True)
         os.mkdir(folder, 0o700)
+        # A tool may have deleted its working folder before its kernel died.
+        os.makedirs(self.scratch, exist_ok=True)
         env = child_environment(parent_env, extra_env)
         base = os.path.join(folder, "kernel")
         connection_file = base + ".json"
