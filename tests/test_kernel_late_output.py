@@ -106,14 +106,15 @@ def test_joined_thread_and_reused_pool_print_in_their_own_cell(loop, kernel):  #
 
 def test_processes_left_running_are_stopped_and_reported(loop, kernel):  # noqa: F811
     code = ("import subprocess\n"
-            f"shell = subprocess.Popen(['sh', '-c', 'sleep 0.5; echo {LATE}'])\n"
+            f"shell = subprocess.Popen(['sh', '-c', 'sleep 30; echo {LATE}'])\n"
             "daemon = subprocess.Popen(['sh', '-c', 'sleep 60 & echo $!'], stdout=subprocess.PIPE,"
             " start_new_session=True)\n"
             "print(shell.pid, int(daemon.stdout.readline()))")
     result = run(loop, kernel, code)
     assert result.status == "ok", text_of(result)
     shell_pid, orphan_pid = map(int, text_of(result).split("\n")[0].split())
-    # sh and its sleep, and the sleep that sh left behind (re-parented to the kernel).
+    # sh and its sleep (alive for 30 s: the count does not depend on the machine's
+    # speed), and the sleep the other sh left behind (re-parented to the kernel).
     notes = [o.text for o in result.outputs if o.stream == "stderr"]
     assert notes == ["[pyvision] stopped 3 background processes the tool left running "
                      "(processes end with the tool that started them).\n"]

@@ -208,6 +208,8 @@ class ChildKernel(Executor, LoggingConfigurable):
         In the sandbox that needs Landlock's signal scoping (Linux 6.12) and no
         ``scratch_dir``; known for sure once started.
         """
+        if self._conn is not None:  # the running kernel: a failed fork launches instead
+            return self._conn.forked
         if self._isolation is None:
             return self._can_fork and self.sandbox is not True
         return bool(self._can_fork and self._workspace is not None

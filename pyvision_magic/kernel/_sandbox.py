@@ -114,7 +114,10 @@ def interpreter_paths() -> list[str]:
     /tmp (CI clones do); without these read-only binds the kernel could not even
     start inside the sandbox.
     """
-    candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix,
+    # This package too: the kernel template reads its bootstrap and Landlock files
+    # by path, and an editable install is found through an import hook, not sys.path.
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, package,
                   os.path.dirname(sys.executable), *sys.path,
                   *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
     found: list[str] = []
