@@ -324,10 +324,11 @@ def _need_bwrap() -> None:
         pytest.skip(f"no sandbox here: {exc}")
 
 
-def test_in_memory_folders_of_the_sandbox_are_bounded(loop):  # noqa: F811
+@pytest.mark.parametrize("fork", [True, False], ids=["shared sandbox", "own sandbox"])
+def test_in_memory_folders_of_the_sandbox_are_bounded(loop, fork):  # noqa: F811
     _need_bwrap()
     # 1 GiB: the least a kernel with numpy runs in (an address-space limit).
-    kernel = ChildKernel(sandbox=True, memory_limit=2**30)
+    kernel = ChildKernel(sandbox=True, memory_limit=2**30, fork=fork)
     loop.run(kernel.start())
     try:
         code = ("import errno, os\n"
@@ -344,6 +345,15 @@ def test_in_memory_folders_of_the_sandbox_are_bounded(loop):  # noqa: F811
                 "        os.unlink(folder + '/fill')\n")
         result = run(loop, kernel, code)
         assert text_of(result) == "/tmp ENOSPC\n/dev/shm ENOSPC\n"
+        # /dev itself (an unbounded in-memory folder of bwrap's) takes no files;
+        # its devices still work.
+        dev = run(loop, kernel, "import errno\n"
+                                "try:\n"
+                                "    open('/dev/fill', 'wb').write(b'x')\n"
+                                "except OSError as exc:\n"
+                                "    print(errno.errorcode[exc.errno])\n"
+                                "print(open('/dev/null', 'w').write('ok'))")
+        assert text_of(dev) in ("EROFS\n2\n", "EACCES\n2\n")
         assert text_of(run(loop, kernel, "print('alive')")) == "alive\n"
     finally:
         loop.run(kernel.shutdown())

@@ -140,10 +140,14 @@ def _namespace_args() -> list[str]:
 
 
 def _memory_mounts(memory_limit: int | None) -> list[str]:
-    """The in-memory mounts, each bounded: they hold host memory the tools use."""
+    """The in-memory mounts, each bounded: they hold host memory the tools use.
+
+    bwrap's ``/dev`` is an in-memory folder too, without a size: it is made
+    read-only once ``/dev/shm`` is in it (device files stay writable).
+    """
     size = str(memory_limit or 2**30)
     return ["--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/dev/shm",
-            "--size", str(2**20), "--tmpfs", "/run"]
+            "--size", str(2**20), "--tmpfs", "/run", "--remount-ro", "/dev"]
 
 
 def _hide_jupyter() -> list[str]:
