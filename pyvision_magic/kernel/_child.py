@@ -1,7 +1,7 @@
 """The child Jupyter kernel that runs the model's tools.
 
-What the default mode and the sandbox protect, and what they do not, is set out
-in :mod:`._sandbox`.
+How the tools are confined, and what each mode protects, is set out in
+:mod:`._isolation` (and the README's Security model).
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ class ChildKernel(Executor, LoggingConfigurable):
     shows is returned and also bound in the kernel as the next ``image_clue_N``.
     Timeouts interrupt the kernel and restart it if it does not stop; a kernel
     that dies is restarted; in both cases the input images are bound again.
-    With ``sandbox=True`` it runs inside bubblewrap (see :mod:`._sandbox`
-    for what each mode protects). Otherwise, on Linux, the kernel process is
-    forked from a template that has ipykernel, numpy and PIL imported (see
-    :mod:`._forkserver`; ``fork=False`` launches it instead). Tools run at
-    niceness ``nice`` (10), so they cannot starve the notebook.
+    It runs in the bubblewrap sandbox where that works (``sandbox``, see
+    :mod:`._isolation`), confined by Landlock either way. On Linux the kernel
+    process is forked from a template that has ipykernel, numpy and PIL imported,
+    inside the sandbox (see :mod:`._forkserver`; ``fork=False`` launches it
+    instead). Tools run at niceness ``nice`` (10), so they cannot starve the
+    notebook.
 
     Use it as ``async with ChildKernel() as kernel: ...`` or call :meth:`start`
     and :meth:`shutdown` yourself.
@@ -136,8 +137,9 @@ class ChildKernel(Executor, LoggingConfigurable):
         True,
         help="Fork kernels from a template process that has ipykernel, numpy and PIL "
         "imported (about 0.13 s of CPU per kernel, set-up included, instead of 0.8 s). "
-        "Used on Linux for kernels of this interpreter outside the sandbox; elsewhere, "
-        "or if the template fails, kernels are launched the usual way.",
+        "Used on Linux for kernels of this interpreter (in the sandbox, with Linux 6.12+ "
+        "and no scratch_dir); elsewhere, or if the template fails, kernels are launched "
+        "the usual way.",
     ).tag(config=True)
     sandbox = Union(
         [Bool(), CaselessStrEnum(["auto", "true", "false"])],
@@ -212,12 +214,11 @@ class ChildKernel(Executor, LoggingConfigurable):
             return self._conn.forked
         if self._isolation is None:
             return self._can_fork and self.sandbox is not True
-        return bool(self._can_fork and self._workspace is not None
-                    and (not self._isolation.sandboxed or self._workspace.shared_sandbox))
+        return self._can_fork and (not self._isolation.sandboxed or self._isolation.shared)
 
     @property
     def isolation(self) -> Isolation | None:
-        """How the tools are confined (see :class:`~._sandbox.Isolation`), once
+        """How the tools are confined (see :class:`~._isolation.Isolation`), once
         started; ``isolation.describe()`` is the one line to show the user."""
         return self._isolation
 

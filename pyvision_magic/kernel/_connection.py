@@ -155,6 +155,7 @@ class KernelConnection:
         """
         marker = uuid.uuid4().hex
         base = launch.base
+        forked = launch.server is not None and kernel_name is None
         km = SandboxKernelManager(
             kernel_name=kernel_name or THIS_INTERPRETER,
             kernel_spec_manager=ThisInterpreterSpecs(),
@@ -163,9 +164,9 @@ class KernelConnection:
             connection_file=base + ".json",
             command_prefix=launch.command_prefix,
             sandboxed=launch.sandboxed,
-            memory_only=launch.server is not None and kernel_name is None,
+            memory_only=forked,
         )
-        if launch.server is not None and kernel_name is None:
+        if forked:
             km.kernel_id = str(uuid.uuid4())
             km.provisioner = ForkedProvisioner(
                 kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km,

@@ -264,6 +264,27 @@ def conceal_connection_file(path):
     return f"/proc/self/fd/{fd}"
 
 
+def kill_children(keep=frozenset()):
+    """SIGKILL every child of this process but ``keep``: orphans that a subreaper
+    (the kernel template, the guard) inherited from a kernel that ended.
+
+    They are its own unreaped children, so their pids cannot have been reused.
+    """
+    import signal
+
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in keep:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                data = stat.read()
+            if int(data[data.rfind(b")") + 2:].split()[1]) == me:
+                os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
 def _subreap(kernel):
     """Stay as the kernel's parent: reap, and kill what it leaves behind.
 
@@ -284,15 +305,7 @@ def _subreap(kernel):
             os._exit(1)
         if pid == kernel:
             break
-    for name in os.listdir("/proc"):  # what is left is orphans of the kernel's tools
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as stat:
-                    data = stat.read()
-                if int(data[data.rfind(b")") + 2:].split()[1]) == os.getpid():
-                    os.kill(int(name), signal.SIGKILL)
-            except (OSError, ValueError, IndexError):
-                pass
+    kill_children()  # what is left is orphans of the kernel's tools
     code = os.waitstatus_to_exitcode(status)
     if code < 0:  # end the way the kernel did, so the exit is reported alike
         try:

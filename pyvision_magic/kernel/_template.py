@@ -170,29 +170,6 @@ def _send(sock: socket.socket, message: dict) -> None:
     sock.send(json.dumps(message).encode())
 
 
-def _kill_strays(kernels: set) -> None:
-    """Kill children that are not kernels: orphans of a kernel that died.
-
-    Every kernel is a subreaper, so what its tools leave behind stays its own
-    until it dies; then it lands here, since this process is a subreaper too.
-    """
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in kernels:
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                data = stat.read()
-            parent = int(data[data.rfind(b")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == me:
-            try:
-                os.kill(int(name), signal.SIGKILL)
-            except OSError:
-                pass
-
-
 def _signal(kernels: set, request: dict) -> None:
     pid = request["signal"]
     if pid not in kernels:  # reaped already (or never ours): its pid may be reused
@@ -220,7 +197,9 @@ def _reap(sock: socket.socket, kernels: set) -> None:
             ended = True
             _send(sock, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
     if ended:
-        _kill_strays(kernels)
+        # Every kernel is a subreaper, so what its tools leave behind stays its own
+        # until it dies; then it lands here, since this process is a subreaper too.
+        _LANDLOCK["kill_children"](kernels)
 
 
 def main(fd: int, bootstrap: str, landlock: str) -> None:

@@ -121,7 +121,9 @@ class Workspace:
     owns_scratch : bool
         Whether ``scratch`` was made here, and is removed at the end.
     isolation : Isolation
-        How its kernels are confined (see :mod:`._isolation`).
+        How its kernels are confined (see :mod:`._isolation`); ``isolation.shared``
+        (kernels forked by one template inside one sandbox) is only chosen for
+        kernels that can fork and own their scratch folder.
     fork : bool
         Whether kernels are forked from a template (else launched).
     memory_limit : int or None
@@ -151,11 +153,6 @@ class Workspace:
             return cls(private, scratch_dir, owns_scratch=False, **options)
         return cls(private, tempfile.mkdtemp(prefix="s-", dir=root), owns_scratch=True, **options)
 
-    @property
-    def shared_sandbox(self) -> bool:
-        """Kernels are forked by a template inside one sandbox for the process."""
-        return bool(self.isolation.shared and self.fork and self.owns_scratch)
-
     def kernel_path(self, path: str, *, forked: bool) -> str:
         """``path`` (under :func:`process_root`) as a kernel sees it.
 
@@ -163,7 +160,7 @@ class Workspace:
         the folder elsewhere in the shared sandbox (a launched one sees it as is).
         """
         root = process_root()
-        if forked and self.shared_sandbox and (path == root or path.startswith(root + os.sep)):
+        if forked and self.isolation.shared and (path == root or path.startswith(root + os.sep)):
             return SHARED_INSIDE + path[len(root):]
         return path
 
@@ -192,7 +189,7 @@ class Workspace:
         # Launched (no template, or it failed): a sandbox of its own.
         prefix = bwrap_argv(isolation.bwrap, writable=[folder, self.scratch], workdir=self.scratch,
                             memory_limit=self.memory_limit)
-        if not self.shared_sandbox:
+        if not self.isolation.shared:
             return Launch(base, prefix, env, sandboxed=True)
         root = process_root()
         server = _forkserver.server_for(env, prefix=template_argv(isolation.bwrap, shared=root,
