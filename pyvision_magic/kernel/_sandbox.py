@@ -159,6 +159,17 @@ def _hide_jupyter() -> list[str]:
     return argv
 
 
+def _common_argv(bwrap: str, memory_limit: int | None) -> list[str]:
+    """What both sandbox shapes share: namespaces, a read-only ``/``, bounded
+    in-memory folders, Jupyter's folders hidden, the interpreter's paths bound back."""
+    argv = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc",
+            "--dev", "/dev", *_memory_mounts(memory_limit), *_hide_jupyter()]
+    # Binds come after the tmpfs mounts: these paths live under /tmp or /run.
+    for path in interpreter_paths():
+        argv += ["--ro-bind", path, path]
+    return argv
+
+
 def template_argv(bwrap: str, *, shared: str, memory_limit: int | None) -> list[str]:
     """The bwrap call around a kernel template: one sandbox for all its kernels.
 
@@ -166,10 +177,7 @@ def template_argv(bwrap: str, *, shared: str, memory_limit: int | None) -> list[
     shown at :data:`SHARED_INSIDE`; each kernel sees only its own folders there
     (Landlock, see :func:`._landlock.confine_rules`).
     """
-    argv = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc",
-            "--dev", "/dev", *_memory_mounts(memory_limit), *_hide_jupyter()]
-    for path in interpreter_paths():
-        argv += ["--ro-bind", path, path]
+    argv = _common_argv(bwrap, memory_limit)
     real = os.path.realpath(shared)
     argv += ["--bind", real, SHARED_INSIDE, "--unsetenv", "JPY_PARENT_PID", "--chdir", "/", "--"]
     return argv
@@ -190,11 +198,7 @@ def bwrap_argv(bwrap: str, *, writable: list[str], workdir: str,
     workdir : str
         The kernel's working directory.
     """
-    argv = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc",
-            "--dev", "/dev", *_memory_mounts(memory_limit), *_hide_jupyter()]
-    # Binds come after the tmpfs mounts: the directories usually live under /tmp.
-    for path in interpreter_paths():
-        argv += ["--ro-bind", path, path]
+    argv = _common_argv(bwrap, memory_limit)
     for path in writable:
         real = os.path.realpath(path)
         argv += ["--bind", real, real]
