@@ -12,6 +12,7 @@ table, each row tried by a test in ``tests/test_isolation.py``.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import sys
@@ -57,14 +58,10 @@ class Isolation:
                 "(see the README, Security model)")
 
 
+@functools.cache
 def landlock_abi() -> int:
     """The Landlock ABI of this kernel, 0 without (probed once)."""
-    if "abi" not in _LANDLOCK_ABI:
-        _LANDLOCK_ABI["abi"] = _landlock.abi_version()
-    return _LANDLOCK_ABI["abi"]
-
-
-_LANDLOCK_ABI: dict[str, int] = {}
+    return _landlock.abi_version()
 
 
 async def choose_isolation(requested: bool | str, bwrap_path: str, *, can_share: bool) -> Isolation:
