@@ -29,6 +29,7 @@ from _table import format_rows  # noqa: E402
 BENCHMARKS = [
     "load_time",
     "session_overhead",
+    "session_view",
     "kernel_overhead",
     "image_bytes",
     "eval_throughput",

@@ -49,30 +49,32 @@ def static_bundle(handle: Any) -> tuple[dict[str, str], dict[str, Any]]:
 
 
 def show_handle(shell: Any, handle: Any) -> None:
-    """Display the view and a placeholder for the static copy (filled at the end)."""
+    """Display the view (if any) and a placeholder for the static copy (filled at the end).
+
+    In a terminal (no kernel) nothing is displayed; the end prints a summary.
+    """
     from IPython.display import display
 
-    if handle.view is None:
+    handle.on_change = refresh_static
+    if getattr(shell, "kernel", None) is None:
         return
-    display(handle.view)
-    uid = handle.view.uid
+    if handle.view is not None:
+        display(handle.view)
+    uid = handle.view.uid if handle.view is not None else ""
     placeholder = {
         "text/html": f"<div class='pyvision-static pyvision-static-{uid}'>pyvision session "
         "running…</div>",
         "text/plain": "pyvision session running…",
     }
     handle.static_display = display(placeholder, raw=True, display_id=True)
-    handle.on_change = refresh_static
 
 
 def refresh_static(handle: Any) -> None:
     """Put the session as it is now into its static output (and print it in a terminal)."""
     display_handle = getattr(handle, "static_display", None)
-    if handle.view is None:
+    if display_handle is None:
         if handle.fork_of is None:
             print(render_text(handle.transcript))
-        return
-    if display_handle is None:
         return
     data, metadata = static_bundle(handle)
     display_handle.update(data, raw=True, metadata=metadata)

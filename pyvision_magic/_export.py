@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError
+from ._records import Output
 from ._render import prose
 from ._transcript import Transcript
 
-__all__ = ["export_notebook", "write_notebook"]
+__all__ = ["export_notebook", "write_notebook", "to_notebook_outputs"]
 
 _SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
 
@@ -44,6 +45,30 @@ def _setup_source(paths: list[tuple[str, str]]) -> str:
     )
 
 
+def to_notebook_outputs(outputs: list[Output]) -> list[dict[str, Any]]:
+    """A tool's outputs as nbformat output dicts, images as recorded."""
+    result: list[dict[str, Any]] = []
+    for out in outputs:
+        if out.kind == "image" and out.data:
+            if out.variable:
+                result.append({"output_type": "display_data", "metadata": {},
+                               "data": {"text/markdown": f"`{out.variable}`",
+                                        "text/plain": out.variable}})
+            result.append({"output_type": "display_data", "metadata": {},
+                           "data": {out.mime or "image/png": out.data,
+                                    "text/plain": f"<image {out.variable or ''}>"}})
+        elif out.kind == "error":
+            result.append({"output_type": "error", "ename": out.ename or "Error",
+                           "evalue": out.evalue or "",
+                           "traceback": (out.text or f"{out.ename}: {out.evalue}").splitlines()})
+        elif out.stream in ("stdout", "stderr"):
+            result.append({"output_type": "stream", "name": out.stream, "text": out.text})
+        else:
+            result.append({"output_type": "display_data", "metadata": {},
+                           "data": {"text/plain": out.text}})
+    return result
+
+
 def export_notebook(transcript: Transcript, image_dir: str | os.PathLike[str] | None = None,
                     *, image_prefix: str = "") -> Any:
     """Build the notebook (an ``nbformat`` node) of ``transcript``.
@@ -54,8 +79,6 @@ def export_notebook(transcript: Transcript, image_dir: str | os.PathLike[str] | 
     """
     import nbformat.v4 as nbf
     from nbformat import from_dict
-
-    from .ui._turn import to_notebook_outputs
 
     t = transcript
     paths = []

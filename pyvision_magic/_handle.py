@@ -39,6 +39,7 @@ class Workspace:
         self._pool: Any = None
         self._models: list[Any] = []
         self._told_isolation = False
+        self._told_bundle = False
 
     # -- kernels -------------------------------------------------------------
 
@@ -81,6 +82,27 @@ class Workspace:
         await self._evict()
         return kernel
 
+    @staticmethod
+    def isolation_notice(kernel: Any) -> str:
+        """The line a session's header shows when its tools run unsandboxed, else ""."""
+        isolation = getattr(kernel, "isolation", None)
+        if isolation is None or isolation.sandboxed:
+            return ""
+        return f"Tools run {isolation.describe()}."
+
+    def static_only(self) -> bool:
+        """True when the widget front end is missing: sessions show their static copy.
+
+        Said once, on stderr, with what to do.
+        """
+        from .ui import bundle_problem
+
+        problem = bundle_problem()
+        if problem and not self._told_bundle:
+            self._told_bundle = True
+            print(f"pyvision: {problem}.", file=sys.stderr)
+        return problem is not None
+
     def tell_isolation(self, kernel: Any, stream: Any = None) -> None:
         """Say once, on stderr, that the tools run unsandboxed, and why."""
         isolation = getattr(kernel, "isolation", None)
@@ -103,6 +125,8 @@ class Workspace:
 
     def add(self, handle: "SessionHandle") -> "SessionHandle":
         handle.id = next(self._ids)
+        if handle.view is not None:
+            handle.view.session_id = handle.id
         self.handles.append(handle)
         return handle
 
@@ -157,6 +181,7 @@ class SessionHandle:
             view.on_run(self._run_clicked)
             view.on_fork(self._fork_clicked)
             view.on_stop(self.stop)
+            view.on_copy(self.cell_source)
 
     # -- what users read -----------------------------------------------------
 
@@ -185,18 +210,13 @@ class SessionHandle:
 
     async def _async_run(self) -> Transcript:
         self.running = True
-        ticker = asyncio.ensure_future(self._tick())
         try:
             return await self.session._async_run()
         finally:
             self.running = False
-            ticker.cancel()
-            self._changed()
-
-    async def _tick(self) -> None:
-        while self.view is not None:
-            await asyncio.sleep(1.0)
-            self.view.tick()
+            if self.fork_of is not None:
+                # The cell that ran the root session refreshes its own static copy once.
+                self._changed()
 
     def stop(self) -> None:
         """Ask the running session to end now (status ``stopped``); safe from any thread."""
@@ -221,7 +241,7 @@ class SessionHandle:
         self.kernel = self.session.executor = kernel
         await kernel.bind_images(self.transcript.images)
         for turn in self.transcript.turns[:index]:
-            if turn.code and turn.exec_status not in (None, "skipped"):
+            if turn.code and turn.exec_status not in (None, "skipped", "stopped"):
                 await kernel.execute(turn.code, timeout=self.session.timeout)
         self._fresh_kernel_needed = False
 
@@ -263,11 +283,12 @@ class SessionHandle:
         child: Session = self.session.fork(index, code, model=model, executor=kernel)
         view = None
         if self.view is not None:
-            from .ui import SessionView
+            from .ui import SessionWidget
 
-            view = SessionView(child.transcript.question, child.transcript.images,
-                               child.transcript.model, title=f"Fork from turn {index + 1}")
-            self.view.add_fork(view)
+            view = SessionWidget(child.transcript.question, child.transcript.images,
+                                 child.transcript.model, title=f"Fork from turn {index + 1}",
+                                 fork_of=index)
+            self.view.add_fork(view, index)
         handle = SessionHandle(self.workspace, child, view, kernel=kernel, fork_of=(self, index))
         self.workspace.add(handle)
         self.forks.append(handle)
@@ -286,6 +307,24 @@ class SessionHandle:
 
     def _fork_clicked(self, index: int, code: str) -> concurrent.futures.Future["SessionHandle"]:
         return self.workspace.runner.submit(self._async_fork(index, code))
+
+    def cell_source(self, index: int, code: str) -> str:
+        """``code`` as a notebook cell: the tool kernel's imports and images first.
+
+        The images come from ``%pyvision images``: the inputs, and the images
+        earlier turns bound as ``image_clue_N``.
+        """
+        t = self.transcript
+        names = [f"image_clue_{i}" for i in range(len(t.images))]
+        for turn in t.turns[:index]:
+            names += [o.variable for o in turn.outputs if o.kind == "image" and o.variable]
+        lines = [f"# Turn {index + 1}'s tool from pyvision session {self.id}, set up as in "
+                 "its kernel.",
+                 "import numpy as np", "import matplotlib.pyplot as plt", "from PIL import Image",
+                 "import cv2"]
+        if names:
+            lines.append(f"{', '.join(names)}, = %pyvision images {self.id} {index + 1}")
+        return "\n".join(lines) + "\n\n" + code
 
     # -- kernel ----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -15,7 +16,7 @@ from ._transcript import Transcript
 
 __all__ = ["run_line_magic", "find_saved_sessions", "load_handle"]
 
-_COMMANDS = ("config", "kernels", "restart", "stop", "load", "export", "help")
+_COMMANDS = ("config", "kernels", "restart", "stop", "load", "export", "images", "help")
 
 
 def run_line_magic(magics: Any, line: str) -> Any:
@@ -60,6 +61,34 @@ def _config(magics: Any, rest: list[str]) -> None:
     print("PyVision settings (change with %config PyVision.<name> = value):")
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
+
+
+def _images(magics: Any, rest: list[str]) -> list[Any]:
+    """``%pyvision images N [TURN]``: session N's images as its tools saw them.
+
+    The inputs (``image_clue_0``, ...) and then the images the turns before
+    TURN (1-based; default: all turns) bound, as PIL images. Copy to cell
+    starts its cells with this.
+    """
+    import io
+
+    from PIL import Image
+
+    if not 1 <= len(rest) <= 2 or not all(word.isdigit() for word in rest):
+        raise ConfigError("%pyvision images takes a session number and optionally a turn "
+                          "number: %pyvision images 1 3.")
+    t = magics.workspace.get(int(rest[0])).transcript
+    before = int(rest[1]) - 1 if len(rest) == 2 else len(t.turns)
+    blobs = [image.data for image in t.images]
+    for turn in t.turns[:max(before, 0)]:
+        blobs += [base64.b64decode(o.data) for o in turn.outputs
+                  if o.kind == "image" and o.variable and o.data]
+    images = []
+    for blob in blobs:
+        with Image.open(io.BytesIO(blob)) as image:
+            image.load()
+            images.append(image.copy())
+    return images
 
 
 def _kernels(magics: Any, rest: list[str]) -> None:
@@ -157,7 +186,8 @@ def _sources(magics: Any, source: str) -> list[dict[str, Any]]:
     return [{"transcript": Transcript.load(path).to_dict(), "forks": []}]
 
 
-def load_handle(magics: Any, saved: dict[str, Any], *, with_view: bool = True) -> Any:
+def load_handle(magics: Any, saved: dict[str, Any], *, with_view: bool = True,
+                fork_of: int | None = None) -> Any:
     """A handle (with its view and forks) for a saved session; no kernel until Run."""
     from ._handle import SessionHandle
     from ._replay import ReplayModel
@@ -175,21 +205,24 @@ def load_handle(magics: Any, saved: dict[str, Any], *, with_view: bool = True) -
                                                           t.usage, t.created)
     st.model = t.model
     view = None
-    if with_view:
-        from .ui import SessionView
+    if with_view and getattr(magics.shell, "kernel", None) is not None \
+            and not magics.workspace.static_only():
+        from .ui import SessionWidget
 
-        view = SessionView(t.question, t.images, t.model)
+        title = f"Fork from turn {fork_of + 1}" if fork_of is not None else ""
+        view = SessionWidget(t.question, t.images, t.model, title=title, fork_of=fork_of)
     handle = SessionHandle(magics.workspace, session, view)
     if view is not None:
         view.show_transcript(st)
     magics.workspace.add(handle)
     for fork in saved.get("forks") or []:
-        child = load_handle(magics, {"transcript": fork["transcript"]}, with_view=with_view)
-        child.fork_of = (handle, int(fork.get("from_turn", 0)))
+        turn = int(fork.get("from_turn", 0))
+        child = load_handle(magics, {"transcript": fork["transcript"]}, with_view=with_view,
+                            fork_of=turn)
+        child.fork_of = (handle, turn)
         handle.forks.append(child)
         if view is not None and child.view is not None:
-            child.view.caption.value = f"<b>Fork from turn {child.fork_of[1] + 1}</b>"
-            view.add_fork(child.view)
+            view.add_fork(child.view, turn)
     return handle
 
 

@@ -11,12 +11,13 @@ line art), so a ten-turn session with an image per turn stays near 1 MB.
 from __future__ import annotations
 
 import base64
+import functools
 import html
-import io
 import re
 from collections.abc import Sequence
 from typing import Any
 
+from ._thumbs import thumbnail
 from ._transcript import Transcript
 
 __all__ = [
@@ -34,7 +35,12 @@ STATIC_CLASS = "pyvision-static"
 #: Longest side of images in the HTML rendering, and of output images in the metadata.
 HTML_SIDE, STORED_SIDE = 320, 512
 #: Input images up to this size are stored as they are; larger ones are reduced.
-STORED_INPUT_BYTES, STORED_INPUT_SIDE = 300_000, 1280
+STORED_INPUT_BYTES, STORED_INPUT_SIDE = 300_000, 1024
+#: (side, JPEG quality) of the reduced copies the static rendering uses, for output
+#: images and for input images. A view can have them made while the session runs
+#: (:func:`._thumbs.prepare`), so the copy built at the end finds them ready.
+OUTPUT_SIZES = ((STORED_SIDE, 70), (HTML_SIDE, 65))
+INPUT_SIZES = ((STORED_INPUT_SIDE, 80), (HTML_SIDE, 65))
 
 _STATUS_TEXT = {
     "running": "running",
@@ -43,40 +49,6 @@ _STATUS_TEXT = {
     "stopped": "stopped",
     "error": "failed",
 }
-
-
-def thumbnail(data: bytes, max_side: int, quality: int = 70) -> tuple[str, bytes, int, int]:
-    """(mime, bytes, width, height) of the image shrunk to ``max_side``.
-
-    JPEG, or PNG when that is smaller; the original when it is smaller still.
-    """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        original_size = im.size
-        fmt = im.format
-        scale = min(1.0, max_side / max(im.size))
-        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-        small = im.resize(size, Image.Resampling.LANCZOS) if scale < 1 else im.copy()
-    if small.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = small.convert("RGBA")
-        small = Image.new("RGB", rgba.size, "white")
-        small.paste(rgba, mask=rgba.getchannel("A"))
-    elif small.mode not in ("RGB", "L"):
-        small = small.convert("RGB")
-    candidates: list[tuple[str, bytes]] = []
-    buffer = io.BytesIO()
-    small.save(buffer, format="JPEG", quality=quality, optimize=True)
-    candidates.append(("image/jpeg", buffer.getvalue()))
-    buffer = io.BytesIO()
-    small.save(buffer, format="PNG", optimize=True)
-    candidates.append(("image/png", buffer.getvalue()))
-    if scale >= 1 and fmt in ("PNG", "JPEG"):
-        candidates.append(("image/png" if fmt == "PNG" else "image/jpeg", data))
-    mime, best = min(candidates, key=lambda c: len(c[1]))
-    width, height = size if scale < 1 else original_size
-    return mime, best, width, height
 
 
 def _b64(data: bytes) -> str:
@@ -90,15 +62,14 @@ def compact_transcript(transcript: Transcript) -> dict[str, Any]:
     the pixels of large images are fewer.
     """
     data = transcript.to_dict()
-    for image in data["images"]:
-        raw = base64.b64decode(image["data"])
-        if len(raw) > STORED_INPUT_BYTES:
-            mime, small, w, h = thumbnail(raw, STORED_INPUT_SIDE, quality=85)
+    for image, original in zip(data["images"], transcript.images):
+        if len(original.data) > STORED_INPUT_BYTES:
+            mime, small, w, h = thumbnail(original.data, *INPUT_SIZES[0])
             image.update(mime=mime, data=_b64(small), width=w, height=h)
     for turn in data["turns"]:
         for out in turn["outputs"]:
             if out.get("kind") == "image" and out.get("data"):
-                mime, small, w, h = thumbnail(base64.b64decode(out["data"]), STORED_SIDE)
+                mime, small, w, h = thumbnail(out["data"], *OUTPUT_SIZES[0])
                 out.update(mime=mime, data=_b64(small), width=w, height=h)
     return data
 
@@ -178,11 +149,21 @@ def markdown_to_html(text: str) -> str:
 
 # -- HTML ----------------------------------------------------------------------
 
-_PRE = ("background:#f6f8fa;border:1px solid #e1e4e8;border-radius:4px;padding:6px 8px;"
-        "font-size:12px;line-height:1.4;overflow-x:auto;white-space:pre-wrap;margin:4px 0")
-_CARD = "border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;margin:8px 0"
+# The static copy sets its own colours (text and background together), so it reads
+# the same in light and dark themes; code and outputs are monospace.
+_MONO = ("font-family:var(--jp-code-font-family,SFMono-Regular,Menlo,Consolas,"
+         "'Liberation Mono',monospace)")
+_PRE = ("background:#f6f8fa;color:#24292f;border:1px solid #e1e4e8;border-radius:4px;"
+        f"padding:6px 8px;{_MONO};font-size:12px;line-height:1.4;overflow-x:auto;"
+        "white-space:pre-wrap;margin:4px 0;box-sizing:border-box")
+_CARD = ("border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;margin:8px 0;"
+         "box-sizing:border-box")
+_HINT = ("This is the saved copy of a pyvision session. To edit, rerun or fork its tools, "
+         "run the cell again, or load the notebook's sessions with "
+         "<code>%pyvision load NOTEBOOK.ipynb</code>.")
 
 
+@functools.lru_cache(maxsize=256)
 def _code_html(code: str) -> str:
     try:
         from pygments import highlight
@@ -195,8 +176,8 @@ def _code_html(code: str) -> str:
     return f"<pre style='{_PRE}'>{body}</pre>"
 
 
-def _img(data: bytes, alt: str) -> str:
-    mime, small, w, h = thumbnail(data, HTML_SIDE, quality=65)
+def _img(data: bytes | str, alt: str) -> str:
+    mime, small, w, h = thumbnail(data, *OUTPUT_SIZES[1])
     return (f"<img src='data:{mime};base64,{_b64(small)}' width='{w}' height='{h}' "
             f"alt='{html.escape(alt)}' style='margin:4px 6px 4px 0;border:1px solid #ddd'>")
 
@@ -205,7 +186,7 @@ def _outputs_html(turn: Any) -> str:
     parts = []
     for out in turn.outputs:
         if out.kind == "image" and out.data:
-            parts.append(_img(base64.b64decode(out.data), out.variable or "image"))
+            parts.append(_img(out.data, out.variable or "image"))
         elif out.kind == "error":
             parts.append(f"<pre style='{_PRE};background:#fff5f5;color:#8b0000'>"
                          f"{html.escape(out.text or f'{out.ename}: {out.evalue}')}</pre>")
@@ -260,13 +241,15 @@ def render_html(
     the same session hides, so the page does not show the session twice.
     """
     classes = STATIC_CLASS + (f" {STATIC_CLASS}-{uid}" if uid else "")
-    parts = [_session_html(transcript)]
+    parts = [f"<div style='font-size:12px;color:#57606a;margin-bottom:4px'>{_HINT}</div>",
+             _session_html(transcript)]
     for turn_index, fork in forks:
         parts.append(
             f"<div style='margin-left:16px;border-left:3px solid #8250df;padding-left:10px'>"
             f"{_session_html(fork, title=f'Fork from turn {turn_index + 1} · ')}</div>"
         )
-    return f"<div class='{classes}' style='max-width:960px'>{''.join(parts)}</div>"
+    return (f"<div class='{classes}' style='max-width:960px;background:#ffffff;color:#24292f;"
+            f"padding:6px 10px;box-sizing:border-box'>{''.join(parts)}</div>")
 
 
 def render_text(transcript: Transcript) -> str:

@@ -238,6 +238,12 @@ class Session(LoggingConfigurable):
         turn.exec_status = result.status
         turn.note = result.note
         turn.exec_seconds = result.duration
+        if self._stop_requested and result.status in ("error", "timeout"):
+            # The user's Stop interrupted the tool: that is not a fault of the tool.
+            turn.outputs = [o for o in result.outputs
+                            if not (o.kind == "error" and o.ename == "KeyboardInterrupt")]
+            turn.exec_status = "stopped"
+            turn.note = "Stopped by the user while the tool was running."
         await self._emit("outputs", turn)
         return result
 

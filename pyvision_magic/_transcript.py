@@ -26,7 +26,8 @@ class Turn:
     """One model reply and, if it wrote code, what running it gave.
 
     ``exec_status`` is None when there was no code to run, else the
-    :class:`ExecutionResult` status (``ok``, ``error``, ``timeout``, ``died``) or
+    :class:`ExecutionResult` status (``ok``, ``error``, ``timeout``, ``died``),
+    ``"stopped"`` when the user stopped the session while the tool ran, or
     ``"skipped"`` when the code was not run (last turn, session stopped).
     """
 

@@ -176,6 +176,8 @@ class PyVisionMagics(Magics):
                                            notebook .ipynb, or a variable
             %pyvision export PATH [SOURCE] write a session as a plain notebook (default:
                                            the last session)
+            %pyvision images N [TURN]      session N's images as its tools had them
+                                           before TURN (what Copy to cell loads)
         """
         if cell is None:
             from ._line_magic import run_line_magic
@@ -275,15 +277,16 @@ class PyVisionMagics(Magics):
         kernel = self.workspace.runner.wait(
             self.workspace.runner.submit(self.workspace.new_kernel(sandbox=sandbox))
         )
-        self.workspace.tell_isolation(kernel)
         session = Session(question, images, model=model, executor=kernel, parent=s,
                           max_turns=max_turns, timeout=timeout)
         view = None
-        if getattr(self.shell, "kernel", None) is not None:
-            from .ui import SessionView
+        if getattr(self.shell, "kernel", None) is not None and not self.workspace.static_only():
+            from .ui import SessionWidget
 
-            view = SessionView(question, images, session.transcript.model)
-        else:  # a terminal: progress as text
+            view = SessionWidget(question, images, session.transcript.model,
+                                 notice=self.workspace.isolation_notice(kernel))
+        else:  # a terminal (or no front end): progress as text
+            self.workspace.tell_isolation(kernel)
             from .cli import ConsoleProgress
 
             ConsoleProgress(sys.stderr).attach(session)

@@ -4,6 +4,7 @@
 #   tesseract-ocr the OCR session of the tool gallery
 #   chromium      the JupyterLab browser test (Playwright drives /usr/bin/chromium;
 #                 Playwright's own browser download is never used)
+#   nodejs, npm   building the notebook front end (js/) when the package is installed
 # Without root and sudo it says what is missing and carries on: those tests then
 # skip locally. Under CI=true, tests/test_environment.py fails instead of skipping,
 # so CI cannot hide a missing install step.
@@ -12,6 +13,7 @@ need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
 command -v chromium >/dev/null || need+=(chromium)
+command -v npm >/dev/null || need+=(nodejs npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
     sudo=()

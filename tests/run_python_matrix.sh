@@ -59,7 +59,8 @@ for i in "${!wants[@]}"; do
     {
         "$py" -m venv --clear "$venv" &&
         "$venv/bin/python" -m pip install -q -e '.[test]' &&
-        "$venv/bin/python" -m pytest -q -p no:cacheprovider
+        PYVISION_BROWSER_ARTIFACTS="${PYVISION_BROWSER_ARTIFACTS:-${TMPDIR:-/tmp}/pyvision_browser_artifacts}/py${want/./}" \
+            "$venv/bin/python" -m pytest -q -p no:cacheprovider
     } 2>&1 | tee "$log" || rc=$?
     # pytest's closing line ("1 failed, 386 passed in 368.65s"), if pytest got that far.
     summary=$(grep -E '(passed|failed|errors?|no tests ran)[ ,].*in [0-9.]+s' "$log" | tail -n 1 || true)

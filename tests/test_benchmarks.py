@@ -18,7 +18,7 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     measured = [r for r in rows if "ratio" in r]
     names = {r["benchmark"] for r in measured}
-    assert {"session_overhead", "kernel_overhead", "image_bytes", "memory"} <= names
+    assert {"session_overhead", "session_view", "kernel_overhead", "image_bytes", "memory"} <= names
     for row in measured:
         assert isinstance(row["ours"], (int, float)) and isinstance(row["baseline"], (int, float)), row
         assert row["ratio"] is None or row["ratio"] >= 0

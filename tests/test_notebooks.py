@@ -65,7 +65,11 @@ def test_a_live_session_in_a_notebook(make_chat_server, image_path, tmp_path):
     ], tmp_path)
     views, static = _pyvision_outputs(nb.cells[2])
     assert len(views) == 1 and len(static) == 1
+    text = views[0]["data"]["text/plain"]
+    assert "\n" not in text and "pyvision session view" in text and "%pyvision load" in text, \
+        "what a viewer without widgets shows is one line saying how to get the view back"
     html = static[0]["data"]["text/html"]
+    assert "monospace" in html and "saved copy of a pyvision session" in html
     assert "How many squares? {not expanded} $nor_this" in html
     assert "print(&#x27;size&#x27;" in html or "size" in html
     assert "size (120, 80)" in html and "<img src='data:image/" in html

@@ -1,15 +1,17 @@
-"""Headless widget tests: views built from events, buttons clicked from code.
+"""The session widget without a browser: its state from events, its messages, its actions.
 
-The first tests feed events by hand; the others run real sessions (loopback
-chat server, real child kernels) on the magic's private loop and click Run,
-Fork and Stop as a user would.
+A recording comm stands in for the browser (as ipywidgets' own tests do), so
+every state update and custom message the widget sends is counted and read.
+The later tests run real sessions (loopback chat server, real child kernels)
+on the magic's private loop and trigger Run, Fork, Stop, Copy and edits as the
+browser's messages would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
-import json
 import time
 
 import pytest
@@ -17,15 +19,69 @@ import pytest
 from conftest import code_reply
 from pyvision_magic._records import Output, Usage
 from pyvision_magic._transcript import Transcript, Turn
-from pyvision_magic.ui import SessionView, TurnCard
-from pyvision_magic.ui._view import copy_to_cell_script
+from pyvision_magic.ui import SessionWidget
 
 
-def _png(color: str = "red") -> str:
+class RecordingComm:
+    """Enough of a comm for ipywidgets: records what would go to the browser."""
+
+    def __init__(self, *args, **kwargs):
+        self.sent: list[tuple[dict, list]] = []
+        self.comm_id = kwargs.get("comm_id") or f"comm-{id(self)}"
+        self.kernel = object()  # ipywidgets sends only through a comm with a kernel
+        self._msg_callback = None
+
+    def open(self, *args, **kwargs):
+        pass
+
+    def send(self, data=None, metadata=None, buffers=None):
+        self.sent.append((data, list(buffers or [])))
+
+    def close(self, *args, **kwargs):
+        pass
+
+    def on_msg(self, callback):
+        self._msg_callback = callback
+
+    def on_close(self, callback):
+        pass
+
+    def handle_msg(self, msg):
+        if self._msg_callback:
+            self._msg_callback(msg)
+
+
+@pytest.fixture(autouse=True)
+def recording_comms(monkeypatch):
+    import comm
+
+    monkeypatch.setattr(comm, "create_comm", lambda *a, **k: RecordingComm(*a, **k))
+
+
+def _custom(widget) -> list[dict]:
+    return [data["content"] for data, _ in widget.comm.sent if data.get("method") == "custom"]
+
+
+def _media(widget) -> dict[str, bytes]:
+    """The images the widget sent, by key (each ``media`` message carries buffers)."""
+    found = {}
+    for data, buffers in widget.comm.sent:
+        content = data.get("content") or {}
+        if data.get("method") == "custom" and content.get("type") == "media":
+            for item, buffer in zip(content["items"], buffers):
+                found[item["key"]] = bytes(buffer)
+    return found
+
+
+def _updates(widget) -> list[dict]:
+    return [data["state"] for data, _ in widget.comm.sent if data.get("method") == "update"]
+
+
+def _png(color: str = "red", size=(40, 30)) -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), color).save(buffer, format="PNG")
+    Image.new("RGB", size, color).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -36,130 +92,184 @@ def images(image_path):
     return [load_image(image_path)]
 
 
-def test_a_view_built_from_events_shows_every_part_of_a_session(images):
-    view = SessionView("How many squares?", images, "test-model")
+def test_a_widget_built_from_events_holds_every_part_of_a_session(images):
+    view = SessionWidget("How many squares?", images, "test-model")
     t = Transcript(question="How many squares?", model="test-model", images=images)
+    view.attach(type("S", (), {"transcript": t, **{f"on_{e}": lambda self, cb: None for e in
+                                                  ("turn_start", "text_delta", "code", "outputs",
+                                                   "answer", "status")}})())
     view.status(t)
-    assert view.running and not view.header.stop_button.disabled
-    assert "running" in view.header.info.value
-    assert len(view.header.thumbnails.children) == 1
+    assert view.running and view.state["status"] == "running"
+    (thumb,) = view.header["images"]
+    assert thumb["name"] == "squares.png" or thumb["name"]
+    view._on_msg(view, {"action": "hello"}, [])  # the browser drew the view
+    media = _media(view)
+    assert media[thumb["key"]][:4] == b"\x89PNG", "a small input is shown as it is"
 
     turn = Turn(index=0, text="")
     t.turns.append(turn)
     view.turn_start(turn)
+    assert view.turns[0]["streaming"] and view.state["phase"] == "model"
     for piece in ["I will **count** ", "the squares.\n", "<code>\n```python\nprint(2)\n```\n"]:
         turn.text += piece
         view.text_delta(turn, piece)
     turn.code = "print(2)"
     view.code(turn)
-    card = view.cards[0]
-    markdown = card.text.outputs[0]["data"]["text/markdown"]
-    assert markdown == "I will **count** the squares.", "the code is shown in the editor, not the text"
-    assert card.code.value == "print(2)"
-    assert card.run_button.disabled and card.fork_button.disabled, "no Run/Fork while running"
-    assert not card.copy_button.disabled
+    shown = view.turns[0]
+    assert shown["prose"] == "I will **count** the squares.", "the code goes to the editor"
+    assert shown["code"] == "print(2)" and not shown["streaming"]
+    assert view.state["phase"] == "tool" and view.state["phase_turn"] == 0
 
     turn.outputs = [
         Output(kind="text", stream="stdout", text="2\n"),
         Output(kind="image", mime="image/png", data=_png(), width=40, height=30,
                variable="image_clue_1"),
-        Output(kind="error", ename="ValueError", evalue="bad", text="Traceback...\nValueError: bad"),
+        Output(kind="error", ename="ValueError", evalue="bad",
+               text="\x1b[31mTraceback\x1b[0m\nCell In[7], line 3\nValueError: bad"),
     ]
     turn.exec_status, turn.exec_seconds = "error", 0.25
     view.outputs(turn)
-    kinds = [o["output_type"] for o in card.outputs.outputs]
-    assert kinds == ["stream", "display_data", "display_data", "error"]
-    shown = card.outputs.outputs[2]["data"]
-    (mime,) = [k for k in shown if k.startswith("image/")]
-    from PIL import Image
-
-    with Image.open(io.BytesIO(base64.b64decode(shown[mime]))) as im:
-        assert im.size == (40, 30), "a small image is shown at its own size"
-        assert im.convert("RGB").getpixel((5, 5)) == (255, 0, 0) or mime == "image/jpeg"
-    assert "tool error in 0.25 s" in card.title.value
+    stdout, image, error = view.turns[0]["outputs"]
+    assert stdout == {"kind": "stream", "name": "stdout", "text": "2\n"}
+    assert image["variable"] == "image_clue_1" and (image["width"], image["height"]) == (40, 30)
+    assert image["key"] in _media(view), "an image goes to the browser before its turn"
+    assert all("media" not in u for u in _updates(view)), "images are messages, not state"
+    assert error["traceback"] == "Traceback\ntool code, line 3\nValueError: bad", \
+        "no colours and no hidden cell number"
+    assert view.turns[0]["exec_status"] == "error" and view.turns[0]["seconds"] == 0.25
 
     answer = Turn(index=1, text="<answer>2</answer>", answer="2")
     t.turns.append(answer)
     view.turn_start(answer)
     t.answer, t.status, t.usage = "2", "answered", Usage(10, 5, 15)
     view.answer_given(t)
+    assert view.state["answer"] == "2", "the answer is shown as soon as it exists"
     view.status(t)
-    assert "Answer:</b> 2" in view.answer.value
-    assert "answered" in view.header.info.value and "15 tokens" in view.header.info.value
-    assert view.header.stop_button.disabled
-    assert not card.run_button.disabled and not card.fork_button.disabled
+    assert view.state["status"] == "answered" and view.state["usage"]["total"] == 15
+    assert view.state["phase"] == "idle" and not view.running
+    assert [x["index"] for x in view.turns] == [0, 1]
 
 
-def test_streaming_redraws_are_throttled_and_flushed_at_the_end(images):
-    view = SessionView("q", images, "m")
+def _follow(view, t):
+    view._transcript = t
+
+
+def test_streamed_text_goes_as_small_appends_at_most_ten_a_second(images):
+    view = SessionWidget("q", images, "m")
     t = Transcript(question="q", model="m", images=images)
+    _follow(view, t)
     view.status(t)
     turn = Turn(index=0, text="")
     t.turns.append(turn)
-    view.turn_start(turn)
-    for word in ["one ", "two ", "three ", "four"]:
-        turn.text += word
-        view.text_delta(turn, word)
-    card = view.cards[0]
-    assert card.text.outputs[0]["data"]["text/markdown"] == "one", "later pieces wait"
-    t.status = "max_turns"
-    view.status(t)
-    assert card.text.outputs[0]["data"]["text/markdown"] == "one two three four"
-    assert "did not answer within the turn limit" in view.answer.value
+
+    async def stream():
+        view.turn_start(turn)
+        words = ["Let me ", "look ", "closely. " * 20, "\n<code>\n```python\n"]
+        words += [f"x{i} = {i}\n" for i in range(60)] + ["```\n</code>"]
+        started = time.monotonic()
+        for word in words:
+            turn.text += word
+            view.text_delta(turn, word)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.2)  # the last pieces go out on a timer
+        return time.monotonic() - started
+
+    before = len(_custom(view))
+    seconds = asyncio.run(stream())
+    deltas = [m for m in _custom(view)[before:] if m["type"] == "delta"]
+    assert 2 <= len(deltas) <= 10 * seconds + 1
+    prose, code = "", ""
+    for delta in deltas:
+        prose = delta["prose"] if delta["reset"] else prose + delta["prose"]
+        code = delta["code"] if delta["reset"] else code + delta["code"]
+    assert prose.startswith("Let me look closely.")
+    assert code == "".join(f"x{i} = {i}\n" for i in range(60)).rstrip("\n") or \
+        code == "".join(f"x{i} = {i}\n" for i in range(60))
+    assert deltas[-1]["tokens"] > 100, "a live token estimate rides along"
 
 
-def test_no_answer_and_errors_are_said_in_the_answer_box(images):
-    view = SessionView("q", images, "m")
-    t = Transcript(question="q", model="m", images=images, status="error",
-                   error="The endpoint refused the key.")
-    view.show_transcript(t)
-    assert "No answer" in view.answer.value and "refused the key" in view.answer.value
-
-
-def test_a_saved_transcript_is_drawn_at_once(images):
+def test_a_saved_transcript_is_drawn_at_once_and_its_text_form_is_one_line(images):
     from importlib import resources
 
     path = resources.files("pyvision_magic") / "data" / "coins_session.json"
     t = Transcript.load(str(path))
-    view = SessionView(t.question, t.images, t.model)
+    view = SessionWidget(t.question, t.images, t.model)
     view.show_transcript(t)
-    assert len(view.cards) == len(t.turns) == 3
-    assert view.cards[0].code.value == t.turns[0].code
-    assert view.cards[2].code.layout.display == "none", "the answer turn has no code"
-    assert "24" in view.answer.value
+    assert len(view.turns) == len(t.turns) == 3
+    assert view.turns[0]["code"] == t.turns[0].code
+    assert view.turns[2]["code"] is None, "the answer turn has no code"
+    assert view.state["answer"] == "24" and view.state["status"] == "answered"
+    text = repr(view)
+    assert "\n" not in text and "pyvision session view" in text and "%pyvision load" in text
+    bundle = view._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert data["text/plain"] == text
 
 
-def test_card_buttons_call_back_and_show_errors_in_place():
-    card = TurnCard(0)
-    card.set_code("print(1)")
-    card.allow_actions(True)
-    seen = []
-    card.on_action("run", lambda c: seen.append(c.code.value))
-    card.code.value = "print(2)"
-    card.run_button.click()
-    assert seen == ["print(2)"]
+def test_large_images_are_reduced_once_and_photos_go_as_jpeg():
+    import numpy as np
+    from PIL import Image
 
-    def broken(c):
-        raise RuntimeError("no kernel")
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (1500, 2000, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    plot = _png("white", size=(1800, 1200))
+    view = SessionWidget("q", [], "m")
+    t = Transcript(question="q", model="m",
+                   turns=[Turn(index=0, text="", code="show()", exec_status="ok", outputs=[
+                       Output(kind="image", mime="image/png", data=data, variable="image_clue_1"),
+                       Output(kind="image", mime="image/png", data=plot, variable="image_clue_2"),
+                   ])], status="answered")
+    view.show_transcript(t)
+    first, second = view.turns[0]["outputs"]
+    assert (first["width"], first["height"]) == (640, 480) and first["mime"] == "image/jpeg"
+    assert second["mime"] == "image/png", "a plot with few colours stays PNG"
+    media = _media(view)
+    assert len(media[first["key"]]) < 200_000
+    with Image.open(io.BytesIO(media[second["key"]])) as im:
+        assert max(im.size) == 640
 
-    card.on_action("fork", broken)
-    card.fork_button.click()
-    assert "fork failed: no kernel" in card.message.value
-    assert "pyvision-error" in card.message.value
 
-
-def test_copy_to_cell_puts_the_code_in_a_script_that_cannot_break_out():
-    code = 'print("</script><b>x</b>")\nx = 1 & 2'
-    html = copy_to_cell_script(code)
-    assert html.startswith("<img ") and 'onerror="' in html
-    assert "<b>" not in html and "</script>" not in html
-    view = SessionView("q", [], "m")
-    t = Transcript(question="q", model="m", turns=[Turn(index=0, text="", code="print(3)",
+def test_browser_messages_with_bad_content_change_nothing(images):
+    view = SessionWidget("q", images, "m")
+    t = Transcript(question="q", model="m", turns=[Turn(index=0, text="", code="print(1)",
                                                          exec_status="ok")], status="answered")
     view.show_transcript(t)
-    view.cards[0].copy_button.click()
-    assert json.dumps("print(3)").replace("\"", "&quot;") in view.bridge.value
-    assert "Sent to the notebook page" in view.cards[0].message.value
+    seen = []
+    view.on_run(lambda i, c: seen.append((i, c)))
+    before = list(view.turns)
+    for content in ["junk", {"action": "run", "turn": 7, "code": "x"},
+                    {"action": "run", "turn": "zero", "code": "x"},
+                    {"action": "run", "turn": 0, "code": None}, {"action": "nope", "turn": 0}]:
+        view._on_msg(view, content, [])
+    assert seen == [] and view.turns == before
+    view._on_msg(view, {"action": "hello"}, [])
+    alive, media = _custom(view)[-2:]
+    assert alive == {"type": "alive"} and media["type"] == "media", \
+        "a view drawn again gets every image again"
+
+
+def test_a_draft_is_kept_until_run_and_an_action_error_is_shown_on_its_turn(images):
+    view = SessionWidget("q", images, "m")
+    t = Transcript(question="q", model="m", turns=[Turn(index=0, text="", code="print(1)",
+                                                         exec_status="ok")], status="answered")
+    view.show_transcript(t)
+    view.click("edit", turn=0, code="print(2)")
+    assert view.turns[0]["draft"] == "print(2)"
+    view.click("edit", turn=0, code="print(1)")
+    assert view.turns[0]["draft"] is None, "back to the saved code: no draft"
+
+    def broken(index, code):
+        raise RuntimeError("no kernel")
+
+    view.on_fork(broken)
+    view.click("fork", turn=0, code="print(3)")
+    assert view.turns[0]["message"] == "Fork failed: no kernel"
+    assert view.turns[0]["message_error"] and not view.turns[0]["busy"]
+    view.click("run", turn=0, code="print(3)")
+    assert view.turns[0]["message"] == "Run is not available here."
 
 
 # -- with real sessions ------------------------------------------------------------
@@ -185,7 +295,7 @@ def _handle(workspace, server, images, **session_kwargs):
     kernel = workspace.runner.wait(workspace.runner.submit(workspace.new_kernel()))
     session = Session("How many squares?", images, model=model, executor=kernel,
                       **session_kwargs)
-    view = SessionView(session.transcript.question, images, model.name)
+    view = SessionWidget(session.transcript.question, images, model.name)
     return workspace.add(SessionHandle(workspace, session, view, kernel=kernel))
 
 
@@ -193,7 +303,11 @@ def _run(workspace, handle):
     return workspace.runner.wait(workspace.runner.submit(handle._async_run()))
 
 
-def test_run_replaces_a_turns_outputs_and_fork_continues_from_the_edit(
+def _stdout(turn_state) -> str:
+    return "".join(o["text"] for o in turn_state["outputs"] if o["kind"] == "stream")
+
+
+def test_run_marks_the_edit_and_what_it_invalidates_and_fork_opens_below_its_turn(
         workspace, make_chat_server, images, no_openai_env):
     server = make_chat_server([
         code_reply("threshold = 100\nprint('threshold', threshold)"),
@@ -205,90 +319,92 @@ def test_run_replaces_a_turns_outputs_and_fork_continues_from_the_edit(
     handle = _handle(workspace, server, images)
     _run(workspace, handle)
     view = handle.view
-    assert handle.status == "answered" and len(view.cards) == 3
-    first, second = view.cards[0], view.cards[1]
-    assert second.outputs.outputs[0]["text"] == "bigger 200\n"
+    assert handle.status == "answered" and len(view.turns) == 3
+    assert _stdout(view.turns[1]) == "bigger 200\n"
+    assert view.state["stale_answer"] is None and not any(t["stale"] for t in view.turns)
 
-    first.code.value = "threshold = 7\nprint('threshold', threshold)"
-    first.run_button.click()
-    assert first.run_button.disabled, "disabled while it runs"
-    first.last_action.result(30)
-    assert first.outputs.outputs[0]["text"] == "threshold 7\n"
-    assert not first.run_button.disabled
+    view.click("run", turn=0, code="threshold = 7\nprint('threshold', threshold)")
+    assert view.turns[0]["busy"], "the turn's buttons are off while it runs"
+    view.last_action.result(30)
+    first = view.turns[0]
+    assert _stdout(first) == "threshold 7\n" and not first["busy"]
+    assert first["edited"] and first["original"]["code"].startswith("threshold = 100")
+    assert first["original"]["outputs"][0]["text"] == "threshold 100\n", "one click away"
+    assert view.turns[1]["stale"] == 1 and view.turns[2]["stale"] == 1
+    assert view.state["stale_answer"] == 1, "the answer predates the edit"
     assert handle.transcript.turns[0].code.startswith("threshold = 7")
 
-    second.code.value = "print('fork sees', threshold + 1)"
-    second.fork_button.click()
-    fork = second.last_action.result(60)
-    assert "Forked" in second.message.value
+    view.click("fork", turn=1, code="print('fork sees', threshold + 1)")
+    fork = view.last_action.result(60)
+    assert view.turns[1]["message"].startswith("Forked")
     assert fork.status == "answered" and fork.answer == "3"
-    assert view.forks == [fork.view]
-    fork_cards = fork.view.cards
-    # The fork replayed turn 1 as first recorded (threshold = 7 after the rerun above).
-    assert fork_cards[0].outputs.outputs[0]["text"] == "threshold 7\n"
-    assert fork_cards[1].outputs.outputs[0]["text"] == "fork sees 8\n"
-    assert handle.answer == "2" and len(view.cards) == 3, "the original stays as it was"
+    assert view.forks == [{"turn": 1, "ref": f"anywidget:{fork.view.model_id}"}]
+    fork_view = fork.view
+    assert fork_view.header["fork_of"] == {"turn": 1}
+    assert [t["inherited"] for t in fork_view.turns] == [True, False, False]
+    assert _stdout(fork_view.turns[0]) == "threshold 7\n"
+    assert _stdout(fork_view.turns[1]) == "fork sees 8\n"
+    assert handle.answer == "2" and len(view.turns) == 3, "the original stays as it was"
     assert fork.kernel is not handle.kernel
 
 
-def test_run_errors_are_shown_on_the_card(workspace, make_chat_server, images, no_openai_env):
-    server = make_chat_server([code_reply("print(1)"), "<answer>1</answer>"])
+def test_copy_to_cell_gives_a_cell_that_runs_in_the_notebook(
+        workspace, make_chat_server, images, no_openai_env):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    server = make_chat_server([
+        code_reply("mask = np.asarray(image_clue_0)[..., 0] > 200\nplt.imshow(mask)\nplt.show()"),
+        code_reply("print('red', int(np.asarray(image_clue_1).size > 0), "
+                   "cv2.__name__, np.asarray(image_clue_0).shape)"),
+        "<answer>done</answer>",
+    ])
     handle = _handle(workspace, server, images)
     _run(workspace, handle)
-    card = handle.view.cards[0]
-    card.code.value = "   "
-    card.run_button.click()
-    with pytest.raises(Exception):
-        card.last_action.result(10)
-    deadline = time.monotonic() + 5
-    while "code is empty" not in card.message.value and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "Run failed: The code is empty" in card.message.value
-    assert not card.run_button.disabled
+    view = handle.view
+    view.click("copy", turn=1, code=handle.transcript.turns[1].code)
+    message = _custom(view)[-1]
+    assert message["type"] == "insert_cell" and message["turn"] == 1
+    source = message["source"]
+    assert "image_clue_0, image_clue_1, = %pyvision images" in source
+
+    from pyvision_magic.magics import PyVisionMagics, _loaded
+
+    shell = InteractiveShell.instance()
+    magics = PyVisionMagics(shell)
+    magics.workspace = workspace
+    shell.register_magics(magics)
+    try:
+        result = shell.run_cell(source, store_history=False)
+        assert result.success, result.error_in_exec
+    finally:
+        shell.magics_manager.registry.pop("PyVisionMagics", None)
+        _loaded.pop(id(shell), None)
+    view._on_msg(view, {"action": "copied", "turn": 1, "ok": True, "how": "cell"}, [])
+    assert view.turns[1]["message"] == "Inserted as a new cell below."
+    assert not view.turns[1]["message_error"]
+    view._on_msg(view, {"action": "copied", "turn": 1, "ok": False, "how": "<b>bogus</b>"}, [])
+    assert view.turns[1]["message"].startswith("Neither a new cell") and \
+        view.turns[1]["message_error"]
 
 
-def test_stop_button_ends_a_running_session_and_keeps_its_turns(
+def test_stop_during_a_tool_reads_as_stopped_not_as_an_error(
         workspace, make_chat_server, images, no_openai_env):
     server = make_chat_server([code_reply("import time\nprint('started', flush=True)\n"
                                           "time.sleep(60)")])
     handle = _handle(workspace, server, images)
     future = workspace.runner.submit(handle._async_run())
     deadline = time.monotonic() + 30
-    while not handle.transcript.turns or handle.transcript.turns[0].code is None:
+    while not handle.session._executing:  # the tool has been sent to the kernel
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(0.5)
-    assert not handle.view.header.stop_button.disabled
+    assert handle.view.state["phase"] == "tool" and handle.view.state["phase_turn"] == 0
     started = time.monotonic()
-    handle.view.header.stop_button.click()
+    handle.view.click("stop")
     future.result(30)
     assert time.monotonic() - started < 10
-    assert handle.status == "stopped"
-    assert "stopped" in handle.view.header.info.value
-    assert len(handle.view.cards) == 1 and handle.view.cards[0].code.value.startswith("import time")
-    assert "session was stopped" in handle.view.answer.value
-
-
-def test_large_tool_images_are_shown_shrunk_so_saved_widget_state_stays_small():
-    import base64
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from pyvision_magic.ui._turn import DISPLAY_SIDE, to_notebook_outputs
-
-    rng = np.random.default_rng(1)
-    pixels = rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    full = base64.b64encode(buffer.getvalue()).decode()
-    out = Output(kind="image", mime="image/png", data=full, width=1024, height=1024,
-                 variable="image_clue_3")
-    shown = to_notebook_outputs([out])[-1]["data"]
-    (mime,) = [k for k in shown if k.startswith("image/")]
-    with Image.open(io.BytesIO(base64.b64decode(shown[mime]))) as im:
-        assert max(im.size) == DISPLAY_SIDE
-    assert len(shown[mime]) < len(full) / 4
-    kept = to_notebook_outputs([out], max_side=None)[-1]["data"]
-    assert kept["image/png"] == full, "export can keep the full image"
+    assert handle.status == "stopped" and handle.view.state["status"] == "stopped"
+    shown = handle.view.turns[0]
+    assert shown["exec_status"] == "stopped"
+    assert not any(o["kind"] == "error" for o in shown["outputs"]), "no KeyboardInterrupt"
+    assert _stdout(shown) == "started\n"

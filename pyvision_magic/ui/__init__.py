@@ -1,13 +1,10 @@
-"""Widgets of the ``%%pyvision`` magic: a header, one card per turn, the answer.
+"""The notebook view of a session: one anywidget per session (``SessionWidget``).
 
-They only show what a session's events say and report clicks to callbacks;
-they never run anything themselves, so they can be built and clicked in tests
-without a kernel (``button.click()``).
+It only shows what a session's events say and reports the user's actions to
+callbacks; it never runs anything itself, so it can be built and driven in
+tests without a browser (``widget.click("run", turn=0, code=...)``).
 """
 
-from ._answer import AnswerBox
-from ._header import SessionHeader
-from ._turn import TurnCard
-from ._view import SessionView
+from ._widget import SessionWidget, bundle_problem
 
-__all__ = ["AnswerBox", "SessionHeader", "SessionView", "TurnCard"]
+__all__ = ["SessionWidget", "bundle_problem"]

@@ -1,0 +1,134 @@
+"""Reduced copies of images for what people see: the live view and the static copy.
+
+One decode per image, however many sizes are wanted, and a cache keyed by the
+source object itself (the encoded ``bytes`` or their base64 ``str``, both of
+which keep their hash), so the static copy built at the end of a session finds
+every thumbnail the live view already asked for while the session ran.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import io
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, Union
+
+__all__ = ["thumbnail", "prepare", "Source"]
+
+#: Encoded image bytes, or their base64 text (as outputs hold them).
+Source = Union[bytes, str]
+Thumb = tuple[str, bytes, int, int]
+
+#: Images at most this many bytes (and within the side) are kept as they are.
+KEEP_BYTES = 200_000
+#: The cache keeps references to its sources; it forgets the oldest beyond these.
+_MAX_ENTRIES, _MAX_SOURCE_BYTES = 1024, 256 * 1024 * 1024
+
+_cache: collections.OrderedDict[tuple[Source, int, int], Thumb] = collections.OrderedDict()
+_cache_bytes = 0
+_lock = threading.Lock()
+_inflight: dict[int, threading.Lock] = {}
+
+
+def thumbnail(data: Source, max_side: int, quality: int = 70) -> Thumb:
+    """(mime, bytes, width, height) of the image reduced to ``max_side``, encoded once.
+
+    Small PNG/JPEG files are kept as they are. Otherwise: JPEG for photos (a
+    JPEG source, or more than 2048 colours), PNG for plots, masks and line art.
+    """
+    found = _get((data, max_side, quality))
+    if found is None:
+        prepare(data, [(max_side, quality)])
+        found = _get((data, max_side, quality))
+        assert found is not None
+    return found
+
+
+def prepare(data: Source, sizes: Sequence[tuple[int, int]]) -> None:
+    """Make and cache the thumbnails of ``data`` for ``sizes`` ((side, quality), ...).
+
+    The image is decoded once; each smaller size is reduced from the previous one.
+    Thread-safe: the views call this from a worker thread while the session runs.
+    """
+    with _lock:  # one decode at a time per source: a second caller waits, then finds it
+        busy = _inflight.setdefault(id(data), threading.Lock())
+    try:
+        with busy:
+            wanted = [(side, quality) for side, quality in sorted(set(sizes), reverse=True)
+                      if _get((data, side, quality)) is None]
+            if not wanted:
+                return
+            raw = base64.b64decode(data) if isinstance(data, str) else data
+            for (side, quality), thumb in zip(wanted, _reduce(raw, wanted)):
+                _put((data, side, quality), thumb)
+    finally:
+        with _lock:
+            if _inflight.get(id(data)) is busy:
+                del _inflight[id(data)]
+
+
+def _reduce(raw: bytes, sizes: Iterable[tuple[int, int]]) -> list[Thumb]:
+    from PIL import Image
+
+    sizes = list(sizes)
+    with Image.open(io.BytesIO(raw)) as im:
+        fmt, original = im.format, im.size
+        if fmt == "JPEG":  # decode at a reduced scale when the largest size allows it
+            im.draft("RGB", (sizes[0][0], sizes[0][0]))
+        im.load()
+        current = im if im.mode in ("RGB", "L") else _flatten(im)
+    photo: bool | None = None
+    results = []
+    for side, quality in sizes:
+        if max(original) <= side and fmt in ("PNG", "JPEG") and len(raw) <= KEEP_BYTES:
+            mime = "image/png" if fmt == "PNG" else "image/jpeg"
+            results.append((mime, raw, original[0], original[1]))
+            continue
+        scale = min(1.0, side / max(current.size))
+        if scale < 1.0:
+            size = (max(1, round(current.width * scale)), max(1, round(current.height * scale)))
+            current = current.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        if photo is None:
+            photo = fmt == "JPEG" or current.getcolors(2048) is None
+        buffer = io.BytesIO()
+        if photo:
+            current.save(buffer, format="JPEG", quality=quality)
+        else:
+            current.save(buffer, format="PNG", compress_level=6)
+        results.append(("image/jpeg" if photo else "image/png", buffer.getvalue(),
+                        current.width, current.height))
+    return results
+
+
+def _flatten(im: Any) -> Any:
+    """RGB (alpha flattened on white) or L, which JPEG and PNG both take."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, "white")
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return im.convert("RGB")
+
+
+def _get(key: tuple[Source, int, int]) -> Thumb | None:
+    with _lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+        return found
+
+
+def _put(key: tuple[Source, int, int], thumb: Thumb) -> None:
+    global _cache_bytes
+    with _lock:
+        if key in _cache:
+            return
+        _cache[key] = thumb
+        _cache_bytes += len(key[0])
+        while _cache and (len(_cache) > _MAX_ENTRIES or _cache_bytes > _MAX_SOURCE_BYTES):
+            old, _ = _cache.popitem(last=False)
+            _cache_bytes -= len(old[0])
