@@ -151,8 +151,9 @@ def markdown_to_html(text: str) -> str:
 
 # The static copy sets its own colours (text and background together), so it reads
 # the same in light and dark themes; code and outputs are monospace.
-_MONO = ("font-family:var(--jp-code-font-family,SFMono-Regular,Menlo,Consolas,"
-         "'Liberation Mono',monospace)")
+# No quotes inside (the styles sit in single-quoted attributes), and no var(): JupyterLab's
+# HTML sanitizer drops a font-family it cannot parse.
+_MONO = "font-family:Menlo,Consolas,DejaVu Sans Mono,monospace"
 _PRE = ("background:#f6f8fa;color:#24292f;border:1px solid #e1e4e8;border-radius:4px;"
         f"padding:6px 8px;{_MONO};font-size:12px;line-height:1.4;overflow-x:auto;"
         "white-space:pre-wrap;margin:4px 0;box-sizing:border-box")

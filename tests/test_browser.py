@@ -45,7 +45,8 @@ pytestmark = [
     pytest.mark.timeout(240),
 ]
 
-#: Walks the text of every visible element of the views and returns the pairs under
+#: Walks the text of every visible element of the views (and of the static copies) and
+#: returns the pairs under
 #: WCAG AA (4.5:1; 3:1 for large text). Colours are read through a canvas, which also
 #: resolves ``color-mix()`` results; the background is the nearest opaque one up the
 #: tree with any translucent layers in between composited over it. Disabled controls
@@ -69,7 +70,7 @@ CONTRAST_JS = """() => {
     for (const layer of layers.reverse()) color = over(layer, color);
     return color; };
   const bad = [], seen = new Set(); let checked = 0;
-  for (const root of document.querySelectorAll('.pyvision-view')) {
+  for (const root of document.querySelectorAll('.pyvision-view, .pyvision-static')) {
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
     for (let t = walker.nextNode(); t; t = walker.nextNode()) {
       const el = t.parentElement;
@@ -294,6 +295,12 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             # The answer is in the header as soon as it exists; finished turns fold.
             view.locator(".pyvision-header .pyvision-answer").wait_for(timeout=45_000)
             assert "2" in view.locator(".pyvision-answer").inner_text()
+            thumb = view.locator(".pyvision-header .pyvision-thumb").first
+            assert "image_clue_0" in thumb.inner_text()
+            thumb.click()  # enlarge (this 120x80 input is already shown at its own size)
+            page.wait_for_function("el => el.classList.contains('pyvision-thumb-large')",
+                                   arg=thumb.element_handle(), timeout=5_000)
+            thumb.click()
             cards = view.locator(":scope > .pyvision-turns > .pyvision-card")
             assert cards.count() == 3
             page.wait_for_function(
@@ -362,6 +369,11 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             assert "stopped" in slow.locator(".pyvision-card-title").first.inner_text()
             chatty = cells.nth(3).locator(".pyvision-view").first
             chatty.locator(".pyvision-card.pyvision-streaming").wait_for(timeout=45_000)
+            chatty.locator(".pyvision-tokens", has_text="~").wait_for(timeout=10_000)
+            before = chatty.locator(".pyvision-elapsed").inner_text()
+            page.wait_for_timeout(700)
+            assert chatty.locator(".pyvision-elapsed").inner_text() != before, \
+                "the elapsed time runs while the model writes"
             chatty.locator("button.pyvision-stop").click()
             chatty.locator(".pyvision-noanswer").wait_for(timeout=30_000)
             page.get_by_text("ended: stopped stopped stopped").wait_for(timeout=30_000)
@@ -515,6 +527,57 @@ def test_notebook7_shows_the_view_at_full_height_and_keeps_keys_in_the_editor(
             assert not errors, errors
         except BaseException:
             print(f"screenshot: {_shot(page, 'notebook7-failure')}")
+            raise
+        finally:
+            browser.close()
+
+
+def test_a_saved_notebook_reopened_without_its_kernel_shows_the_static_copy_and_a_hint(
+        jupyter_lab, monkeypatch):
+    """Saved by nbclient with its widget state, opened later: the kernel that made the
+    widgets is gone, so the view shrinks to its hint and the static copy shows."""
+    from importlib import resources
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    url, token, root = jupyter_lab
+    _set_theme(url, token, "JupyterLab Dark")
+    project = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [project,
+                                                                    os.environ.get("PYTHONPATH")])))
+    shipped = resources.files("pyvision_magic") / "data" / "coins_session.json"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext pyvision_magic\n"
+                                          "%config PyVision.replay_delay = 0.0"),
+                nbformat.v4.new_code_cell(f"%%pyvision --replay {shipped}\nq")]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(root)}}).execute()
+    assert nb.metadata["widgets"], "nbclient saved the widget state"
+    nbformat.write(nb, str(root / "saved.ipynb"))
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1200})
+        try:
+            page.goto(f"{url}/lab/tree/saved.ipynb?reset&token={token}")
+            static = page.locator(".pyvision-static")
+            static.wait_for(timeout=45_000)
+            assert "saved copy of a pyvision session" in static.inner_text()
+            assert "%pyvision load" in static.inner_text()
+            view = page.locator(".pyvision-view")
+            if view.count():  # drawn from the saved widget state: only its hint remains
+                view.locator(".pyvision-saved-hint").wait_for(timeout=15_000)
+                assert not view.locator(".pyvision-turns").is_visible()
+            page.wait_for_timeout(500)
+            assert static.is_visible(), "the static copy must not be hidden without a kernel"
+            _shot(page, "lab-saved-dark")
+            _assert_contrast(page, "saved copy, dark theme")
+        except BaseException:
+            print(f"screenshot: {_shot(page, 'lab-saved-failure')}")
             raise
         finally:
             browser.close()

@@ -245,6 +245,14 @@ def test_a_session_from_the_terminal_and_the_line_magic(shell, make_chat_server,
         shell.run_line_magic("pyvision", "stop 7")
     shell.run_line_magic("pyvision", f"export {tmp_path / 'x.ipynb'}")
     assert (tmp_path / "x.ipynb").exists()
+    # The images Copy to cell loads: the inputs, then what the turns before bound.
+    (image,) = shell.run_line_magic("pyvision", "images 1 1")
+    assert image.size == (120, 80)
+    assert len(shell.run_line_magic("pyvision", "images 1")) == 1
+    for bad, message in [("images", "takes a session number"), ("images one", "takes a session"),
+                         ("images 1 2 3", "takes a session"), ("images 9", "no session 9")]:
+        with pytest.raises(UsageError, match=message):
+            shell.run_line_magic("pyvision", bad)
     shell.run_line_magic("pyvision", f"load {saved} -o back")
     assert shell.user_ns.pop("back").answer == "2"
 

@@ -408,3 +408,18 @@ def test_stop_during_a_tool_reads_as_stopped_not_as_an_error(
     assert shown["exec_status"] == "stopped"
     assert not any(o["kind"] == "error" for o in shown["outputs"]), "no KeyboardInterrupt"
     assert _stdout(shown) == "started\n"
+
+
+def test_the_header_says_when_the_tools_run_unsandboxed(workspace, images):
+    from pyvision_magic.kernel._child import ChildKernel
+
+    async def notice(sandbox):
+        kernel = ChildKernel(sandbox=sandbox)
+        await kernel.choose_isolation()
+        return workspace.isolation_notice(kernel)
+
+    off = workspace.runner.wait(workspace.runner.submit(notice(False)))
+    assert off.startswith("Tools run unsandboxed: the sandbox is turned off")
+    view = SessionWidget("q", images, "m", notice=off)
+    assert view.header["notice"] == off
+    assert view.header["images"][0]["variable"] == "image_clue_0"

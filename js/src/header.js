@@ -59,8 +59,9 @@ export class Header {
       this.thumbs.replaceChildren(...(header.images || []).map((image) => {
         const figure = h("figure", { class: "pyvision-thumb", title: "Click to enlarge" },
           h("img", { "data-key": image.key, src: media.url(image.key) || null,
-                     alt: image.name || "input image" }),
-          h("figcaption", {}, h("code", { text: image.name || "" })));
+                     alt: image.variable || image.name || "input image" }),
+          h("figcaption", {}, h("code", { text: image.variable || "" }),
+            image.name && image.name !== image.variable ? ` ${image.name}` : null));
         figure.addEventListener("click", () => figure.classList.toggle("pyvision-thumb-large"));
         return figure;
       }));

@@ -140,6 +140,11 @@ function render({ model, el, host }) {
       card.json = null; // the next `turns` update always applies
     }
     card.delta(msg);
+    if (typeof msg.tokens === "number" && msg.tokens > 0 && running()) {
+      // The live estimate rides on the deltas; the next state update resets it.
+      state = { ...state, live_tokens: msg.tokens };
+      header.setState(state, live);
+    }
   }
 
   // -- state -------------------------------------------------------------------------

@@ -37,7 +37,7 @@ _ESM, _CSS = STATIC_DIR / "session_view.js", STATIC_DIR / "session_view.css"
 #: Seconds between two streamed updates of a reply, at least.
 STREAM_INTERVAL = 0.1
 #: A streamed update waits for this many new characters, or for ``STREAM_IDLE`` seconds.
-STREAM_CHARS, STREAM_IDLE = 96, 1.0
+STREAM_CHARS, STREAM_IDLE = 128, 1.0
 
 _BUSY = {"run": "Running…", "fork": "Forking: replaying the earlier turns…"}
 
@@ -120,7 +120,8 @@ class SessionWidget(anywidget.AnyWidget):
                 key, _, width, height = self._media.add(image.data)
             except Exception:  # noqa: BLE001 - an unreadable input is named, not drawn
                 key, width, height = "", image.width, image.height
-            shown.append({"name": image.name, "key": key, "width": width, "height": height})
+            shown.append({"name": image.name, "variable": f"image_clue_{len(shown)}",
+                          "key": key, "width": width, "height": height})
             # The static copy's sizes, made while the session runs rather than at its end.
             _WORKER.submit(_quietly, MediaStore.prepare, image.data, INPUT_SIZES)
         super().__init__(
@@ -155,9 +156,10 @@ class SessionWidget(anywidget.AnyWidget):
         self._push_state()
 
     def __repr__(self) -> str:
-        # The one line a notebook keeps as text/plain next to the widget.
-        return (f"pyvision session view ({self._status}); the live view needs this "
-                "notebook's kernel: run the cell again, or `%pyvision load` the notebook")
+        # The one line a notebook keeps as text/plain next to the widget: it outlives the
+        # kernel, so it says how to get the view back rather than how the session went.
+        return ("pyvision session view: the live view needs this notebook's kernel; run the "
+                "cell again, or `%pyvision load` this notebook (its saved copy is below)")
 
     # -- callbacks ---------------------------------------------------------------
 
