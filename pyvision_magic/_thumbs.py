@@ -23,10 +23,12 @@ Thumb = tuple[str, bytes, int, int]
 
 #: Images at most this many bytes (and within the side) are kept as they are.
 KEEP_BYTES = 200_000
-#: The cache keeps references to its sources; it forgets the oldest beyond these.
-_MAX_ENTRIES, _MAX_SOURCE_BYTES = 1024, 256 * 1024 * 1024
+#: The cache keeps references to its sources; it forgets the least recently used
+#: sources beyond these (a session of ten 1024x1024 tool images holds ~50 MB of them).
+_MAX_SOURCES, _MAX_SOURCE_BYTES = 256, 128 * 1024 * 1024
 
-_cache: collections.OrderedDict[tuple[Source, int, int], Thumb] = collections.OrderedDict()
+#: source -> {(side, quality): thumbnail}
+_cache: collections.OrderedDict[Source, dict[tuple[int, int], Thumb]] = collections.OrderedDict()
 _cache_bytes = 0
 _lock = threading.Lock()
 _inflight: dict[int, threading.Lock] = {}
@@ -38,10 +40,10 @@ def thumbnail(data: Source, max_side: int, quality: int = 70) -> Thumb:
     Small PNG/JPEG files are kept as they are. Otherwise: JPEG for photos (a
     JPEG source, or more than 2048 colours), PNG for plots, masks and line art.
     """
-    found = _get((data, max_side, quality))
+    found = _get(data, (max_side, quality))
     if found is None:
         prepare(data, [(max_side, quality)])
-        found = _get((data, max_side, quality))
+        found = _get(data, (max_side, quality))
         assert found is not None
     return found
 
@@ -56,13 +58,12 @@ def prepare(data: Source, sizes: Sequence[tuple[int, int]]) -> None:
         busy = _inflight.setdefault(id(data), threading.Lock())
     try:
         with busy:
-            wanted = [(side, quality) for side, quality in sorted(set(sizes), reverse=True)
-                      if _get((data, side, quality)) is None]
+            wanted = [size for size in sorted(set(sizes), reverse=True)
+                      if _get(data, size) is None]
             if not wanted:
                 return
             raw = base64.b64decode(data) if isinstance(data, str) else data
-            for (side, quality), thumb in zip(wanted, _reduce(raw, wanted)):
-                _put((data, side, quality), thumb)
+            _put(data, dict(zip(wanted, _reduce(raw, wanted))))
     finally:
         with _lock:
             if _inflight.get(id(data)) is busy:
@@ -114,21 +115,24 @@ def _flatten(im: Any) -> Any:
     return im.convert("RGB")
 
 
-def _get(key: tuple[Source, int, int]) -> Thumb | None:
+def _get(source: Source, size: tuple[int, int]) -> Thumb | None:
     with _lock:
-        found = _cache.get(key)
-        if found is not None:
-            _cache.move_to_end(key)
-        return found
+        sizes = _cache.get(source)
+        if sizes is None:
+            return None
+        _cache.move_to_end(source)
+        return sizes.get(size)
 
 
-def _put(key: tuple[Source, int, int], thumb: Thumb) -> None:
+def _put(source: Source, thumbs: dict[tuple[int, int], Thumb]) -> None:
     global _cache_bytes
     with _lock:
-        if key in _cache:
+        if source in _cache:
+            _cache[source].update(thumbs)
             return
-        _cache[key] = thumb
-        _cache_bytes += len(key[0])
-        while _cache and (len(_cache) > _MAX_ENTRIES or _cache_bytes > _MAX_SOURCE_BYTES):
+        _cache[source] = thumbs
+        _cache_bytes += len(source)
+        while len(_cache) > 1 and (len(_cache) > _MAX_SOURCES
+                                   or _cache_bytes > _MAX_SOURCE_BYTES):
             old, _ = _cache.popitem(last=False)
-            _cache_bytes -= len(old[0])
+            _cache_bytes -= len(old)

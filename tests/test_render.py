@@ -55,6 +55,38 @@ def test_thumbnails_are_small_jpegs_or_smaller_pngs():
     assert (w, h) == (320, 240) and len(data) < 2_000
 
 
+def test_one_decode_gives_every_size_and_mid_size_photos_are_reencoded(monkeypatch):
+    from pyvision_magic import _thumbs
+
+    decodes = []
+    real = _thumbs._reduce
+    monkeypatch.setattr(_thumbs, "_reduce", lambda raw, sizes: decodes.append(sizes) or
+                        real(raw, sizes))
+    source = base64.b64encode(_photo(1024, 768, seed=7)).decode()
+    _thumbs.prepare(source, [(640, 80), (512, 70), (320, 65)])
+    assert len(decodes) == 1 and [s for s, _ in decodes[0]] == [640, 512, 320]
+    sizes = [thumbnail(source, side, q)[2:] for side, q in [(640, 80), (512, 70), (320, 65)]]
+    assert sizes == [(640, 480), (512, 384), (320, 240)] and len(decodes) == 1, "cached"
+    # Within the side but too big to keep (a ~2 MB PNG photo): re-encoded, never read
+    # from a closed file.
+    mime, data, w, h = thumbnail(_photo(1000, 700, seed=8), 1024, 80)
+    assert mime == "image/jpeg" and (w, h) == (1000, 700) and len(data) < 300_000
+
+
+def test_the_thumbnail_cache_counts_each_source_once_and_forgets_the_oldest(monkeypatch):
+    from pyvision_magic import _thumbs
+
+    monkeypatch.setattr(_thumbs, "_cache", type(_thumbs._cache)())
+    monkeypatch.setattr(_thumbs, "_cache_bytes", 0)
+    sources = [_photo(200, 150, seed=i) for i in range(3)]
+    monkeypatch.setattr(_thumbs, "_MAX_SOURCE_BYTES", len(sources[0]) * 2.5)
+    for source in sources[:2]:
+        _thumbs.prepare(source, [(100, 70), (50, 70), (80, 70)])
+    assert list(_thumbs._cache) == sources[:2], "three sizes of a source count once"
+    _thumbs.prepare(sources[2], [(100, 70)])
+    assert list(_thumbs._cache) == sources[1:], "the oldest source is forgotten"
+
+
 def _session(turns: int = 10) -> Transcript:
     photo = _photo(2000, 1500, seed=99)
     t = Transcript(question="What is <this>?", model="m",

@@ -27,17 +27,13 @@ from .._records import ImageInput, Usage
 from .._render import INPUT_SIZES, OUTPUT_SIZES, prose
 from .._render import _code_html as code_html
 from .._transcript import Transcript, Turn
-from ._state import MediaStore, outputs_state, split_stream
+from ._state import MediaStore, outputs_state
+from ._stream import ReplyStream
 
 __all__ = ["SessionWidget", "bundle_problem", "STATIC_DIR"]
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 _ESM, _CSS = STATIC_DIR / "session_view.js", STATIC_DIR / "session_view.css"
-
-#: Seconds between two streamed updates of a reply, at least.
-STREAM_INTERVAL = 0.1
-#: A streamed update waits for this many new characters, or for ``STREAM_IDLE`` seconds.
-STREAM_CHARS, STREAM_IDLE = 128, 1.0
 
 _BUSY = {"run": "Running…", "fork": "Forking: replaying the earlier turns…"}
 
@@ -70,20 +66,6 @@ def bundle_problem() -> str | None:
     return ("the notebook front end of pyvision_magic is not built (no "
             f"{_ESM.name} in {STATIC_DIR}): reinstall with `pip install -e .` where Node.js "
             "and npm are installed; the static view is shown instead")
-
-
-class _Stream:
-    """A reply as it arrives: its pieces, and what the browser has been sent."""
-
-    __slots__ = ("pieces", "chars", "sent_prose", "sent_code", "last", "pending", "timer")
-
-    def __init__(self) -> None:
-        self.pieces: list[str] = []
-        self.chars = 0
-        self.sent_prose, self.sent_code = "", ""
-        self.last = 0.0
-        self.pending = 0
-        self.timer: asyncio.TimerHandle | None = None
 
 
 class SessionWidget(anywidget.AnyWidget):
@@ -137,7 +119,7 @@ class SessionWidget(anywidget.AnyWidget):
         self._transcript: Transcript | None = None
         self._turn_states: list[dict[str, Any]] = []
         self._outputs_cache: dict[int, tuple[int, int, list[dict[str, Any]]]] = {}
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, ReplyStream] = {}
         self._outputs_tail: asyncio.Future[None] | None = None
         self._seen: dict[int, dict[str, Any]] = {}
         self._original: dict[int, dict[str, Any]] = {}
@@ -326,7 +308,7 @@ class SessionWidget(anywidget.AnyWidget):
     def turn_start(self, turn: Turn) -> None:
         with self._lock, self.hold_sync():
             self._flush_streams()
-            self._streams[turn.index] = _Stream()
+            self._streams[turn.index] = ReplyStream(turn.index)
             self._live_tokens = 0
             self._set_phase("model", turn.index)
             self._ensure_turn(turn.index)
@@ -337,48 +319,29 @@ class SessionWidget(anywidget.AnyWidget):
         stream = self._streams.get(turn.index)
         if stream is None:
             return
-        stream.pieces.append(delta)
-        stream.chars += len(delta)
-        stream.pending += len(delta)
-        now = time.monotonic()
-        since = now - stream.last
-        if since >= STREAM_INTERVAL and (stream.pending >= STREAM_CHARS or since >= STREAM_IDLE):
-            self._flush_stream(turn.index, stream)
+        wait = stream.add(delta)
+        if wait == 0.0:
+            self._flush_stream(stream)
         elif stream.timer is None:
             try:
                 loop = asyncio.get_running_loop()
-            except RuntimeError:
+            except RuntimeError:  # not on a loop (a test feeding events): next piece sends
                 return
-            delay = max(STREAM_INTERVAL - since, STREAM_IDLE - since, 0.0)
-            stream.timer = loop.call_later(delay, self._flush_stream, turn.index, stream)
+            stream.timer = loop.call_later(wait, self._flush_stream, stream)
 
-    def _flush_stream(self, index: int, stream: _Stream) -> None:
-        if stream.timer is not None:
-            stream.timer.cancel()
-            stream.timer = None
-        if not stream.pending or self._streams.get(index) is not stream:
+    def _flush_stream(self, stream: ReplyStream) -> None:
+        if self._streams.get(stream.index) is not stream:
+            stream.cancel_timer()
             return
-        raw = "".join(stream.pieces)
-        stream.pieces = [raw]
-        words, code = split_stream(raw)
-        code = code or ""
-        self._live_tokens = max(1, round(stream.chars / 4))
-        message: dict[str, Any] = {"type": "delta", "turn": index, "tokens": self._live_tokens}
-        if words.startswith(stream.sent_prose) and code.startswith(stream.sent_code):
-            message.update(prose=words[len(stream.sent_prose):],
-                           code=code[len(stream.sent_code):], reset=False)
-        else:
-            message.update(prose=words, code=code, reset=True)
-        stream.sent_prose, stream.sent_code = words, code
-        stream.pending = 0
-        stream.last = time.monotonic()
-        self._tell(message)
+        message = stream.delta()
+        if message is not None:
+            self._live_tokens = stream.tokens
+            self._tell(message)
 
     def _flush_streams(self) -> None:
-        for index, stream in list(self._streams.items()):
-            self._flush_stream(index, stream)
-            if stream.timer is not None:
-                stream.timer.cancel()
+        for stream in list(self._streams.values()):
+            self._flush_stream(stream)
+            stream.cancel_timer()
         self._streams.clear()
 
     def code(self, turn: Turn) -> None:
@@ -479,8 +442,8 @@ class SessionWidget(anywidget.AnyWidget):
 
     def _end_stream(self, index: int) -> None:
         stream = self._streams.pop(index, None)
-        if stream is not None and stream.timer is not None:
-            stream.timer.cancel()
+        if stream is not None:
+            stream.cancel_timer()
         self._live_tokens = 0
 
     def _set_phase(self, phase: str, turn: int | None) -> None:
