@@ -8,6 +8,20 @@ from collections.abc import Callable
 COLUMNS = ["figure", "ours", "baseline", "ratio", "goal"]
 
 
+def needs(module: str, figure: str, install: str | None = None) -> dict | None:
+    """A row saying ``figure`` was skipped when ``module`` is not installed, else None.
+
+    Some figures need a tool the package itself does not (nbclient to run a notebook):
+    on a plain install they are skipped with the command that adds it, not failed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return {"figure": f"{figure}: skipped, needs {module} (pip install {install or module})",
+            "ours": None, "baseline": None, "ratio": None, "goal": "", "skipped": True}
+
+
 def format_rows(rows: list[dict]) -> str:
     """The rows as an aligned text table (floats to 4 significant digits)."""
 

@@ -4,7 +4,7 @@ Run standalone: ``python benchmarks/eval_throughput.py [--quick]``. ``run(quick)
 returns the rows, for aggregation with other benchmarks.
 
 Every task is a typical tool session: the model (the loopback chat server of
-``tests/chat_server.py``, each reply delayed 1 s) writes one tool, sees its
+``pyvision_magic.testing``, each reply delayed 1 s) writes one tool, sees its
 output and answers; so a task takes at least 2 s of model latency. The runner
 runs the 64 tasks at concurrency 1, 4 and 16, each in a fresh results folder.
 
@@ -34,13 +34,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from chat_server import ChatServer, Reply  # noqa: E402
 
 from pyvision_magic._model import OpenAIModel  # noqa: E402
 from pyvision_magic.eval.runner import BASELINE_PROMPT, EvalRunner  # noqa: E402
 from pyvision_magic.eval.tasks import Task  # noqa: E402
+from pyvision_magic.testing import ChatServer, Reply  # noqa: E402
 
 FENCE = "`" * 3
 LATENCY = 1.0

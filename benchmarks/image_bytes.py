@@ -37,10 +37,16 @@ def _encoded(im: Image.Image, fmt: str, **options) -> bytes:
 
 def _photo(size: tuple[int, int]) -> bytes:
     """A camera-like JPEG: a real photo upscaled, with sensor-like noise."""
-    import skimage.data
-
     rng = np.random.default_rng(0)
-    up = np.asarray(Image.fromarray(skimage.data.astronaut()).resize(size, Image.Resampling.BICUBIC))
+    try:
+        import skimage.data
+
+        source = Image.fromarray(skimage.data.astronaut())
+    except ImportError:  # a plain install: the shipped demo photo (coins) instead
+        from pyvision_magic import Transcript
+
+        source = Image.open(io.BytesIO(Transcript.load("demo").images[0].data)).convert("RGB")
+    up = np.asarray(source.resize(size, Image.Resampling.BICUBIC))
     noisy = np.clip(up + rng.normal(0, 5, up.shape), 0, 255).astype(np.uint8)
     return _encoded(Image.fromarray(noisy), "JPEG", quality=92)
 

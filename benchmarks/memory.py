@@ -31,9 +31,8 @@ def _rss_kib(pid: int | str = "self") -> int:
 
 async def _sessions(n: int) -> tuple[list[int], int]:
     from pyvision_magic import ChildKernel, ReplayModel, Session, Transcript
-    from pyvision_magic.cli import DEMO_SESSION
 
-    saved = Transcript.load(os.path.join(ROOT, "pyvision_magic", "data", DEMO_SESSION))
+    saved = Transcript.load("demo")  # the shipped session, from the installed package
     rss = []
     async with ChildKernel() as kernel:
         for _ in range(n):

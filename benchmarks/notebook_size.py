@@ -57,6 +57,11 @@ def _transcript(turns: int):
 
 
 def run(quick: bool) -> list[dict]:
+    from _table import needs
+
+    skipped = needs("nbclient", "saved notebook size")
+    if skipped:
+        return [skipped]
     import nbformat
     from nbclient import NotebookClient
 

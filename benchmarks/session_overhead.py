@@ -22,7 +22,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 FENCE = "```"
 REPLY = f"Trivial tool.\n<code>\n{FENCE}python\nx = 1\n{FENCE}\n</code>"
@@ -94,9 +93,8 @@ async def _bare_kernel_round_trip(kernel, n: int) -> float:
 
 
 async def _measure(quick: bool) -> list[dict]:
-    from chat_server import ChatServer
-
     from pyvision_magic import ChildKernel
+    from pyvision_magic.testing import ChatServer
 
     turns = 6 if quick else 20
     with ChatServer() as server:

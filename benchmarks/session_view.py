@@ -60,9 +60,8 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-FENCE = "`" * 3
+from pyvision_magic.testing import code_reply  # noqa: E402
 
 #: A tool as the scripted model writes it: a photo-like image and ~400 characters.
 #: Every image is new (``seed``): the view must not find it in a cache of an earlier session.
@@ -83,11 +82,6 @@ def _photo_tools(tools: int) -> list[str]:
     """The replies of ``tools`` photo tools, each image never made before in this process."""
     return [code_reply(PHOTO_TOOL.format(i=i, seed=next(_seeds)), f"Step {i}: let me look closer.")
             for i in range(tools)]
-
-
-def code_reply(code: str, before: str = "Let me look.") -> str:
-    """A model reply that runs ``code`` (the format of ``tests/conftest.py::code_reply``)."""
-    return f"{before}\n<code>\n{FENCE}python\n{code}\n{FENCE}\n</code>"
 
 
 def _photo_png(width: int, height: int, seed: int = 0) -> bytes:
@@ -325,9 +319,8 @@ def _long_reply() -> str:
 
 
 async def _messages_per_reply(server, kernel) -> dict:
-    from chat_server import Reply
-
     from pyvision_magic import OpenAIModel, Session, load_image
+    from pyvision_magic.testing import Reply
     from pyvision_magic.ui import SessionWidget
 
     text = _long_reply()
@@ -371,9 +364,8 @@ async def _messages_per_reply(server, kernel) -> dict:
 
 
 async def _in_process(quick: bool) -> list[dict]:
-    from chat_server import ChatServer
-
     from pyvision_magic import ChildKernel
+    from pyvision_magic.testing import ChatServer
 
     with counting_comms(), ChatServer() as server:
         async with ChildKernel() as kernel:
@@ -392,10 +384,15 @@ def _iso(stamp: str) -> float:
 
 
 def _cell_return(quick: bool) -> dict:
+    from _table import needs
+
+    skipped = needs("nbclient", "cell return after the final reply")
+    if skipped:
+        return skipped
     import nbformat
-    from chat_server import ChatServer
     from nbclient import NotebookClient
 
+    from pyvision_magic.testing import ChatServer
     from pyvision_magic.ui import bundle_problem
 
     tools, empties = (3, 3) if quick else (10, 5)

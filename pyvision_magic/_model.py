@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
+from traitlets import Callable as CallableTrait
 from traitlets.config import LoggingConfigurable
 
 from ._errors import (
@@ -28,6 +29,7 @@ from ._hooks import run_hook
 from ._meta import InterfaceMeta
 from ._parsing import StreamedText, reply_end
 from ._records import Usage
+from ._retry import RetryNotice, retry_delay, retry_reason
 
 __all__ = ["Model", "ModelReply", "OpenAIModel"]
 
@@ -107,8 +109,9 @@ class OpenAIModel(Model, LoggingConfigurable):
 
     Works with OpenAI, Azure OpenAI (its ``/openai/v1`` URL), vLLM, Ollama, LM
     Studio, OpenRouter and others: set ``base_url`` and the variable that holds
-    the key. Retries of 408/409/429/5xx and connection errors, with exponential
-    backoff that honours ``Retry-After``, are done by the ``openai`` package.
+    the key. It retries 408/409/429/5xx and connection errors with exponential
+    backoff that honours ``Retry-After`` (the ``openai`` package's policy, done
+    here so that ``on_retry`` can tell the user while it waits).
 
     Each reply is bounded, so that no endpoint can hold a session forever: in
     time (``reply_deadline``), in characters read (``max_reply_chars``; reading
@@ -129,6 +132,13 @@ class OpenAIModel(Model, LoggingConfigurable):
     ).tag(config=True)
     max_retries = Int(4, help="Retries of 429, 5xx, timeouts and connection errors.").tag(
         config=True
+    )
+    on_retry = CallableTrait(
+        None,
+        allow_none=True,
+        help="Called as on_retry(notice) with a RetryNotice (attempt, max_retries, delay, "
+        "reason) before each wait to retry a request; sync or async. None: retries are "
+        "only logged.",
     )
     request_timeout = Float(
         120.0, help="Seconds to wait for the endpoint to answer one request."
@@ -223,7 +233,7 @@ class OpenAIModel(Model, LoggingConfigurable):
             self._client = AsyncOpenAI(
                 api_key=self._api_key(),
                 base_url=self.base_url,
-                max_retries=self.max_retries,
+                max_retries=0,  # retried in _retrying, which reports each wait
                 timeout=self.request_timeout,
             )
         return self._client
@@ -286,7 +296,9 @@ class OpenAIModel(Model, LoggingConfigurable):
         try:
             while True:
                 try:
-                    reply = await self._request(client, {**params, **sent}, on_delta, "stop" in sent)
+                    reply = await self._retrying(
+                        lambda: self._request(client, {**params, **sent}, on_delta, "stop" in sent)
+                    )
                     break
                 except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                     if not sent:
@@ -307,6 +319,28 @@ class OpenAIModel(Model, LoggingConfigurable):
             return reply
         except openai.APIError as exc:
             raise self._map_error(exc) from exc
+
+    async def _retrying(self, request: Callable[[], Awaitable[ModelReply]]) -> ModelReply:
+        """``await request()``, again after a wait when the endpoint failed in a retryable way.
+
+        Only errors raised before the reply began reach here: a stream cut after it
+        began is a ModelStreamError, never retried (its text was already shown).
+        """
+        attempt = 0
+        while True:
+            try:
+                return await request()
+            except Exception as exc:
+                reason = retry_reason(exc)
+                if attempt >= self.max_retries or reason is None:
+                    raise
+                attempt += 1
+                notice = RetryNotice(attempt, self.max_retries, retry_delay(exc, attempt), reason)
+                self.log.info("%s, retry %d/%d in %.1f s", reason, attempt, self.max_retries,
+                              notice.delay)
+                if self.on_retry is not None:
+                    await run_hook(self.on_retry, notice)
+                await asyncio.sleep(notice.delay)
 
     def _leave_out(self, name: str) -> None:
         """Stop sending an optional request field the endpoint refused."""

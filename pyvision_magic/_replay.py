@@ -12,7 +12,21 @@ from ._hooks import run_hook
 from ._model import DeltaCallback, Model, ModelReply
 from ._transcript import Transcript
 
-__all__ = ["ReplayModel"]
+__all__ = ["ReplayModel", "recorded_model"]
+
+_REPLAY_PREFIX = "replay of "
+
+
+def recorded_model(transcript: Transcript) -> str:
+    """Who wrote the model turns of ``transcript``: its model, less any "replay of ".
+
+    A saved replay records the model as ``replay of <model>``; replaying it again
+    still replays that model's turns, so the label must not nest.
+    """
+    label = transcript.model
+    while label.startswith(_REPLAY_PREFIX):
+        label = label[len(_REPLAY_PREFIX):]
+    return label
 
 
 class ReplayModel(Model):
@@ -32,7 +46,7 @@ class ReplayModel(Model):
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return f"replay of {self.transcript.model or 'a saved session'}"
+        return f"replay of {recorded_model(self.transcript) or 'a saved session'}"
 
     async def complete(
         self,

@@ -13,7 +13,8 @@ from typing import Any
 from ._errors import ConfigError
 from ._records import ImageInput, Output, Usage
 
-__all__ = ["Turn", "Transcript", "TRANSCRIPT_VERSION", "STATUSES"]
+__all__ = ["Turn", "Transcript", "TRANSCRIPT_VERSION", "STATUSES", "shipped_sessions",
+           "shipped_session_path"]
 
 TRANSCRIPT_VERSION = 1
 
@@ -167,8 +168,12 @@ class Transcript:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Transcript":
-        """Read a transcript saved by :meth:`save`; bad files raise :class:`ConfigError`."""
-        path = Path(path)
+        """Read a transcript saved by :meth:`save`; bad files raise :class:`ConfigError`.
+
+        ``path`` may also name a session shipped with the package: ``demo`` (the coins
+        session) or ``gallery:NAME`` (see :func:`shipped_sessions`).
+        """
+        path = shipped_session_path(path) or Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError as exc:
@@ -179,3 +184,38 @@ class Transcript:
             return cls.from_dict(json.loads(text))
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path} is not a valid pyvision transcript: {exc}.") from exc
+
+
+#: Sessions shipped in ``pyvision_magic/data``: ``demo`` and ``gallery:NAME``.
+_DEMO = "coins_session.json"
+
+
+def shipped_sessions() -> list[str]:
+    """The names :meth:`Transcript.load` takes for shipped sessions."""
+    from importlib import resources
+
+    gallery = resources.files("pyvision_magic") / "data" / "gallery"
+    names = sorted(entry.name[:-5] for entry in gallery.iterdir() if entry.name.endswith(".json"))
+    return ["demo"] + [f"gallery:{name}" for name in names]
+
+
+def shipped_session_path(name: str | os.PathLike[str]) -> Path | None:
+    """The file of a shipped session (``demo``, ``gallery:NAME``), or None for other names.
+
+    Raises
+    ------
+    ConfigError
+        For ``gallery:NAME`` with a NAME that is not shipped (the names are listed).
+    """
+    from importlib import resources
+
+    if not isinstance(name, str) or not (name == "demo" or name.startswith("gallery:")):
+        return None
+    if name == "demo" and Path(name).exists():
+        return None  # a file of that name in the working folder wins
+    data = resources.files("pyvision_magic") / "data"
+    entry = data / _DEMO if name == "demo" else data / "gallery" / f"{name[8:]}.json"
+    if not entry.is_file():
+        raise ConfigError(f"There is no shipped session {name!r}; the shipped sessions are "
+                          f"{', '.join(shipped_sessions())}.")
+    return Path(str(entry))

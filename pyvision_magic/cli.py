@@ -6,8 +6,7 @@ input, 3 the model endpoint failed, 4 the child kernel failed, 5 pyvision
 itself failed (a bug). Every failure is one line on stderr, never a traceback.
 
 What the model and the tools wrote is shown with its control characters made
-visible (``^[`` for ESC): a reply or a tool's output must not be able to set
-the clipboard (OSC 52), the window title or move the cursor.
+visible (see :mod:`pyvision_magic._console`, which also draws the progress).
 """
 
 from __future__ import annotations
@@ -20,40 +19,20 @@ import signal
 import sys
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
+from ._console import ConsoleProgress, ImageSaver, terminal_safe
 from ._errors import ConfigError, KernelError, ModelError, PyVisionError
+
+__all__ = ["ConsoleProgress", "build_parser", "main", "make_model", "terminal_safe"]
 
 EXIT_ANSWERED, EXIT_NO_ANSWER, EXIT_USAGE, EXIT_MODEL, EXIT_KERNEL = 0, 1, 2, 3, 4
 EXIT_INTERNAL = 5
 
 DEMO_SESSION = "coins_session.json"
 
-# C0 and C1 controls but newline and tab, DEL, and lone surrogates (unprintable).
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 # What JSON leaves raw that a terminal would act on (C1) or could not print.
 _UNSAFE_IN_JSON = re.compile(r"[\x7f-\x9f\ud800-\udfff]")
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every control character shown, not obeyed, by a terminal.
-
-    C0 controls become caret notation (``^[`` for ESC, ``^M`` for a lone
-    carriage return), DEL ``^?``, C1 controls ``\\x9b``-style escapes and lone
-    surrogates U+FFFD. Newlines and tabs are kept.
-    """
-    return _UNSAFE.sub(_visible, text.replace("\r\n", "\n"))
-
-
-def _visible(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if code < 0x20:
-        return "^" + chr(code + 0x40)
-    if code == 0x7F:
-        return "^?"
-    if code <= 0x9F:
-        return f"\\x{code:02x}"
-    return "\ufffd"
 
 
 def _error_kind(error: BaseException | None) -> tuple[str, int]:
@@ -68,10 +47,25 @@ def _error_kind(error: BaseException | None) -> tuple[str, int]:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line, not the whole usage text."""
+    """argparse that reports a usage error as one line, not the whole usage text.
+
+    An unknown option is reported by the command it was given to, so the line
+    points at that command's help (``pyvision ask --help``).
+    """
+
+    commands: Any = None  # the subparsers action, once added
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            parser = self.commands.choices.get(command, self) if self.commands else self
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def positive_int(text: str) -> int:
@@ -137,9 +131,28 @@ def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
     )
     p.add_argument("--save", metavar="PATH", help="write the transcript JSON to PATH")
     p.add_argument(
+        "--save-images",
+        metavar="DIR",
+        help="write every image the tools show to DIR (created if needed) as "
+        "turnN_image_clue_K.png, and print each path",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print the transcript JSON instead of the answer"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+_EXIT_CODES = ("Exit codes: 0 answered, 1 no answer (turn limit or stopped), 2 bad usage or "
+               "input, 3 model endpoint failed, 4 child kernel failed, 5 pyvision itself failed.")
+
+
+def _shipped_names() -> str:
+    try:
+        from ._transcript import shipped_sessions
+
+        return ", ".join(shipped_sessions())
+    except Exception:  # noqa: BLE001 - only help text: never let it break the command
+        return "demo, gallery:NAME"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,11 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pyvision",
         description="Ask a multimodal model about images; it writes Python tools that run "
         "in a child Jupyter kernel until it can answer.",
-        epilog="Exit codes: 0 answered, 1 no answer (turn limit or stopped), 2 bad usage or "
-        "input, 3 model endpoint failed, 4 child kernel failed, 5 pyvision itself failed.",
+        epilog=_EXIT_CODES,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    ask = sub.add_parser("ask", help="ask a question about one or more images")
+    parser.commands = sub
+    ask = sub.add_parser(
+        "ask",
+        help="ask a question about one or more images",
+        description="Ask the model a question about one or more images. The model writes "
+        "Python tools that run in a child Jupyter kernel, turn after turn, until it answers. "
+        "Progress goes to stderr; the answer is the last line of stdout.",
+        epilog=_EXIT_CODES,
+    )
     ask.add_argument(
         "-i",
         "--image",
@@ -165,9 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(handler=_ask)
 
     replay = sub.add_parser(
-        "replay", help="re-run a saved session: recorded model turns, tools executed for real"
+        "replay",
+        help="re-run a saved session: recorded model turns, tools executed for real",
+        description="Re-run a saved session without a model: the recorded model turns are "
+        "played back and their tools run for real in a child kernel here.",
+        epilog=_EXIT_CODES,
     )
-    replay.add_argument("transcript", help="transcript JSON saved with --save")
+    replay.add_argument(
+        "transcript",
+        help="transcript JSON saved with --save, or a session shipped with pyvision: "
+        f"{_shipped_names()}",
+    )
     _add_run_options(replay, model=False)
     replay.set_defaults(handler=_replay)
 
@@ -175,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="count the coins in a sample photo: asks the model if a key or endpoint is "
         "set, otherwise replays a shipped session",
+        description="Count the coins in a sample photo. With no API key and no endpoint set "
+        "it replays a shipped session offline: the recorded model turns, with their tools "
+        "run for real in a child kernel here. With $OPENAI_API_KEY, $OPENAI_BASE_URL or "
+        "--base-url set it asks your model the same question, live.",
+        epilog=_EXIT_CODES,
     )
     _add_run_options(demo, model=True)
     demo.set_defaults(handler=_demo)
@@ -189,58 +222,6 @@ def _add_optional_commands(sub: Any) -> None:
     except ImportError:  # the evaluation package is not there yet
         return
     add_eval_commands(sub)
-
-
-class ConsoleProgress:
-    """Writes each turn's progress to a stream (stderr), as the session emits it.
-
-    What the model and the tools wrote passes through :func:`terminal_safe`.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-
-    def attach(self, session: Any) -> None:
-        session.on_turn_start(self.turn_start)
-        session.on_text_delta(self.text_delta)
-        session.on_outputs(self.outputs)
-        session.on_status(self.status)
-
-    def turn_start(self, turn: Any) -> None:
-        self._write(f"\n── turn {turn.index + 1} ──\n")
-
-    def text_delta(self, turn: Any, delta: str) -> None:
-        self._write(terminal_safe(delta))
-
-    def outputs(self, turn: Any) -> None:
-        if turn.exec_status == "skipped":
-            self._write(f"\n[tool not run] {terminal_safe(turn.note)}\n")
-            return
-        images = [o.variable or "image" for o in turn.outputs if o.kind == "image"]
-        summary = f"\n[tool {turn.exec_status} in {turn.exec_seconds:.2f} s"
-        if images:
-            summary += f"; images: {terminal_safe(', '.join(images))}"
-        self._write(summary + "]\n")
-        for out in turn.outputs:
-            if out.kind in ("text", "error"):
-                lines = terminal_safe(out.text.rstrip("\n")).splitlines()
-                shown = lines[:20] + ([f"... ({len(lines) - 20} more lines)"] if len(lines) > 20 else [])
-                self._write("".join(f"  │ {line}\n" for line in shown))
-        if turn.note:
-            self._write(f"  note: {terminal_safe(turn.note)}\n")
-
-    def status(self, transcript: Any) -> None:
-        if transcript.status == "running":
-            return
-        u = transcript.usage
-        self._write(
-            f"\n── {transcript.status} after {len(transcript.turns)} turns, "
-            f"{u.total_tokens} tokens ──\n"
-        )
 
 
 def make_model(args: argparse.Namespace) -> Any:
@@ -258,11 +239,25 @@ def make_model(args: argparse.Namespace) -> Any:
     return m
 
 
-async def _run_session(question: str, images: list[Any], model: Any, args: argparse.Namespace,
-                       max_turns: int) -> tuple[Any, Any]:
-    from .kernel._child import ChildKernel
-    from ._session import Session
+def _warn(text: str) -> None:
+    sys.stderr.write(f"pyvision: warning: {terminal_safe(text)}\n")
+    sys.stderr.flush()
 
+
+def _image_folder(args: argparse.Namespace) -> Any:
+    """The --save-images folder, created and checked before the session starts."""
+    return ImageSaver.prepare(args.save_images) if args.save_images else None
+
+
+async def _run_session(question: str, images: list[Any], model: Any, args: argparse.Namespace,
+                       max_turns: int, image_folder: Any = None) -> tuple[Any, Any]:
+    from ._model import OpenAIModel
+    from ._session import Session
+    from .kernel._child import ChildKernel
+
+    progress = None if args.quiet else ConsoleProgress(sys.stderr)
+    if progress is not None:
+        progress.header(question, images)
     kernel = ChildKernel(sandbox=args.sandbox)
     session = Session(question, images, model=model, executor=kernel,
                       max_turns=max_turns, timeout=args.timeout)
@@ -272,8 +267,13 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
         isolation = None
     if isolation is not None and not isolation.sandboxed:
         print(f"pyvision: tools run {terminal_safe(isolation.describe())}.", file=sys.stderr)
-    if not args.quiet:
-        ConsoleProgress(sys.stderr).attach(session)
+    if progress is not None:
+        progress.attach(session)
+        if isinstance(model, OpenAIModel):
+            model.on_retry = progress.retry
+    if image_folder is not None:  # after the progress, so paths follow their turn's outputs
+        report = progress.image_saved if progress is not None else None
+        ImageSaver(image_folder, report=report, warn=_warn).attach(session)
     loop = asyncio.get_running_loop()
     interrupts = 0
 
@@ -301,9 +301,8 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
         for what, close in (("child kernel", session.executor.shutdown), ("model client", model.aclose)):
             try:
                 await close()
-            except Exception as exc:
-                sys.stderr.write(f"pyvision: warning: the {what} did not close cleanly "
-                                 f"({terminal_safe(_one_line(exc))})\n")
+            except Exception as exc:  # noqa: BLE001 - any failure to close is only a warning
+                _warn(f"the {what} did not close cleanly ({_one_line(exc)})")
     return session, transcript
 
 
@@ -319,13 +318,14 @@ def _finish(session: Any, transcript: Any, args: argparse.Namespace) -> int:
     if args.save:
         transcript.save(args.save)
         if not args.quiet:
-            sys.stderr.write(f"transcript saved to {args.save}\n")
+            sys.stderr.write(f"transcript saved to {terminal_safe(args.save)}\n")
     if args.json:
         # JSON escapes C0 controls itself; C1 controls and lone surrogates too, here.
         json_text = _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", transcript.to_json())
         sys.stdout.write(json_text + "\n")
     elif transcript.answer is not None:
         sys.stdout.write(terminal_safe(transcript.answer.strip()) + "\n")
+    sys.stdout.flush()
     if transcript.status == "answered":
         return EXIT_ANSWERED
     if transcript.status == "error":
@@ -339,41 +339,76 @@ async def _ask(args: argparse.Namespace) -> int:
     if not args.question.strip():
         raise ConfigError("The question is empty: write what you want to know about the image.")
     images = [load_image(path) for path in args.image]
-    model = make_model(args)
-    session, transcript = await _run_session(args.question, images, model, args, args.max_turns)
+    folder = _image_folder(args)
+    try:
+        model = make_model(args)
+    except ConfigError as exc:  # no key: point at the one command that needs none
+        raise ConfigError(f"{exc} Or run 'pyvision demo' to watch a recorded session "
+                          "offline.") from None
+    session, transcript = await _run_session(args.question, images, model, args, args.max_turns,
+                                             folder)
     return _finish(session, transcript, args)
 
 
-async def _replay(args: argparse.Namespace, transcript_path: Any = None) -> int:
-    from ._replay import ReplayModel
+async def _replay(args: argparse.Namespace, saved: Any = None) -> int:
+    from ._replay import ReplayModel, recorded_model
     from ._transcript import Transcript
 
-    saved = Transcript.load(transcript_path or args.transcript)
-    if not saved.turns:
-        raise ConfigError(f"{args.transcript} has no model turns to replay.")
+    if saved is None:
+        saved = Transcript.load(args.transcript)
+        if not saved.turns:
+            raise ConfigError(f"{args.transcript} has no model turns to replay.")
+    folder = _image_folder(args)
     model = ReplayModel(saved)
     if not args.quiet:
-        sys.stderr.write(f"Replaying a saved session of {terminal_safe(saved.model or 'a model')}; "
-                         "the tools run for real here.\n")
+        label = terminal_safe(recorded_model(saved) or "a model")
+        sys.stderr.write(f"Replaying a saved session of {label}; the tools run for real here.\n")
     session, transcript = await _run_session(
-        saved.question, saved.images, model, args, max(saved.max_turns, len(saved.turns))
+        saved.question, saved.images, model, args, max(saved.max_turns, len(saved.turns)), folder
     )
     return _finish(session, transcript, args)
+
+
+def _live_reasons(args: argparse.Namespace) -> list[str]:
+    """What makes the demo ask a live model instead of replaying, as the user undoes it."""
+    reasons = ["leave out --base-url"] if args.base_url else []
+    variables = [name for name in ("OPENAI_BASE_URL", args.api_key_env) if os.environ.get(name)]
+    if variables:
+        reasons.append("unset " + " and ".join(variables))
+    return reasons
+
+
+def _next_steps(args: argparse.Namespace, live: bool) -> str:
+    steps = (['pyvision ask -i YOUR_IMAGE "your question" asks about your own image'] if live
+             else [f"set {args.api_key_env} (or pass --base-url URL) to ask your own model"])
+    if not args.save:
+        steps.append("add --save run.json to keep a session")
+    steps.append("in Jupyter, %load_ext pyvision_magic (see notebooks/quickstart.ipynb)")
+    return "Next: " + "; ".join(steps) + ".\n"
 
 
 async def _demo(args: argparse.Namespace) -> int:
     from ._transcript import Transcript
 
-    ref = resources.files("pyvision_magic") / "data" / DEMO_SESSION
-    with resources.as_file(ref) as path:
-        live = args.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get(args.api_key_env)
-        if not live:
-            args.transcript = str(path)
-            return await _replay(args, path)
+    with resources.as_file(resources.files("pyvision_magic") / "data" / DEMO_SESSION) as path:
         saved = Transcript.load(path)
-    model = make_model(args)
-    session, transcript = await _run_session(saved.question, saved.images, model, args, args.max_turns)
-    return _finish(session, transcript, args)
+    reasons = _live_reasons(args)
+    if not reasons:
+        code = await _replay(args, saved)
+    else:
+        model = make_model(args)
+        if not args.quiet:
+            sys.stderr.write(
+                f"Asking {terminal_safe(model.model)} at {terminal_safe(model.endpoint)}: the "
+                f"shipped demo question, live ({' and '.join(reasons)} for the offline replay).\n"
+            )
+        folder = _image_folder(args)
+        session, transcript = await _run_session(saved.question, saved.images, model, args,
+                                                 args.max_turns, folder)
+        code = _finish(session, transcript, args)
+    if not args.quiet and code in (EXIT_ANSWERED, EXIT_NO_ANSWER):
+        sys.stderr.write(_next_steps(args, live=bool(reasons)))
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

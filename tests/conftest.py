@@ -10,12 +10,7 @@ import pytest
 
 from chat_server import chat_server, make_chat_server  # noqa: F401  (fixtures)
 
-FENCE = "```"
-
-
-def code_reply(code: str, before: str = "Let me look.") -> str:
-    """A model reply that runs ``code``, in the format our prompt asks for."""
-    return f"{before}\n<code>\n{FENCE}python\n{code}\n{FENCE}\n</code>"
+from pyvision_magic.testing import code_reply  # noqa: F401  (tests import it from here)
 
 
 @pytest.fixture

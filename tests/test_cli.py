@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from chat_server import HTTPError
+from chat_server import HTTPError, Reply
 from conftest import code_reply
+from PIL import Image
 
 from pyvision_magic import Transcript
-from pyvision_magic.cli import main
+from pyvision_magic.cli import build_parser, main
+
+DEMO_LABEL = "demo turns written by the pyvision_magic developers"
 
 
 @pytest.fixture
@@ -32,6 +37,9 @@ def test_ask_prints_progress_to_stderr_and_the_answer_last_on_stdout(endpoint, i
     assert out.splitlines()[-1] == "two squares"
     assert "turn 1" in err and "turn 2" in err and "width 120" in err
     assert "answered after 2 turns" in err
+    # First the question and the image, as the model gets them.
+    assert err.splitlines()[:2] == ["Question: How many squares?",
+                                    f"  image_clue_0: squares.png (120×80 px, {image_path.stat().st_size} bytes)"]
 
 
 def test_ask_with_json_and_save(endpoint, image_path, tmp_path, capsys):
@@ -108,19 +116,31 @@ def test_console_script_runs_as_a_module(tmp_path, image_path):
         (lambda d, img: ["ask", "-i", str(d / "empty.png"), "Q?"], "empty.png"),
         (lambda d, img: ["ask", "-i", str(img), "  "], "question is empty"),
         (lambda d, img: ["ask", "Q?"], "-i/--image"),
-        (lambda d, img: ["ask", "-i", str(img), "--frobnicate", "Q?"], "unrecognized arguments"),
+        (lambda d, img: ["ask", "-i", str(img), "--frobnicate", "Q?"],
+         "unrecognized arguments: --frobnicate (see 'pyvision ask --help')"),
+        (lambda d, img: ["replay", "demo", "--frobnicate"], "(see 'pyvision replay --help')"),
+        (lambda d, img: ["--frobnicate"], "(see 'pyvision --help')"),
         (lambda d, img: ["ask", "-i", str(img), "--max-turns", "0", "Q?"], "at least 1"),
         (lambda d, img: ["ask", "-i", str(img), "--max-turns", "many", "Q?"], "whole number"),
         (lambda d, img: ["ask", "-i", str(img), "--timeout", "-3", "Q?"], "more than 0"),
-        (lambda d, img: ["ask", "-i", str(img), "Q?"], "No API key"),
+        (lambda d, img: ["ask", "-i", str(img), "Q?"], "run 'pyvision demo' to watch a recorded"),
         (lambda d, img: ["frobnicate"], "invalid choice"),
         (lambda d, img: ["replay", str(d / "none.json")], "not found"),
         (lambda d, img: ["replay", str(d / "text.png")], "not a valid pyvision transcript"),
+        (lambda d, img: ["replay", "gallery:nope"], "gallery:basic_crop_zoom"),
+        (lambda d, img: ["ask", "-i", str(img), "--save-images", str(d / "text.png"), "Q?"],
+         "it is a file, not a folder"),
+        (lambda d, img: ["ask", "-i", str(img), "--save-images", str(d / "text.png" / "x"), "Q?"],
+         "Cannot save images to"),
+        (lambda d, img: ["demo", "--save-images", str(d / "text.png")], "it is a file"),
+        (lambda d, img: ["replay", "demo", "--save-images", str(d / "text.png")], "it is a file"),
     ],
     ids=[
         "missing-image", "directory", "not-an-image", "empty-file", "empty-question",
-        "no-image", "unknown-option", "zero-turns", "word-turns", "negative-timeout",
-        "no-key", "unknown-command", "missing-transcript", "bad-transcript",
+        "no-image", "unknown-option", "unknown-replay-option", "unknown-top-option",
+        "zero-turns", "word-turns", "negative-timeout",
+        "no-key", "unknown-command", "missing-transcript", "bad-transcript", "unknown-shipped",
+        "images-dir-is-a-file", "images-dir-under-a-file", "demo-images-dir", "replay-images-dir",
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(argv_factory, expected, tmp_path, image_path,
@@ -154,3 +174,145 @@ def test_sandbox_without_bubblewrap_says_what_to_install(no_openai_env, capsys, 
     out, err = capsys.readouterr()
     assert out == ""
     assert "bubblewrap" in err and "Traceback" not in err
+
+
+# -- the CLI explains itself ---------------------------------------------------------
+
+SHOW_TWO_IMAGES = (
+    "plt.imshow(np.asarray(image_clue_0)); plt.show()\n"
+    "display(image_clue_0.crop((0, 0, 60, 40)))"
+)
+
+
+def test_save_images_writes_each_tool_image_and_prints_its_path(endpoint, image_path, tmp_path,
+                                                                capsys):
+    endpoint.script = [code_reply(SHOW_TWO_IMAGES), code_reply("print('none')"),
+                       "<answer>two</answer>"]
+    folder = tmp_path / "new" / "images"  # created, parents too
+    assert main(ask_args(endpoint, image_path, "--save-images", str(folder), "Q?")) == 0
+    err = capsys.readouterr().err
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["turn1_image_clue_1.png", "turn1_image_clue_2.png"]
+    with Image.open(folder / "turn1_image_clue_2.png") as saved:
+        assert saved.size == (60, 40)
+    lines = err.splitlines()
+    saved_lines = [i for i, line in enumerate(lines) if line.startswith("  saved ")]
+    assert [lines[i] for i in saved_lines] == [f"  saved {folder / name}" for name in files]
+    # Under their turn: after turn 1's tool summary, before turn 2.
+    assert lines.index("── turn 1 ──") < saved_lines[0] < lines.index("── turn 2 ──")
+    assert "[tool ok in" in lines[saved_lines[0] - 1] or "│" in lines[saved_lines[0] - 1]
+    assert "2 images: image_clue_1, image_clue_2]" in err
+
+
+def test_save_images_with_quiet_writes_the_files_silently(endpoint, image_path, tmp_path, capsys):
+    endpoint.script = [code_reply("display(image_clue_0)"), "<answer>x</answer>"]
+    assert main(ask_args(endpoint, image_path, "-q", "--save-images", str(tmp_path), "Q?")) == 0
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "turn1_image_clue_1.png").is_file()
+
+
+def test_a_bad_images_folder_stops_before_the_session_starts(endpoint, image_path, tmp_path,
+                                                             capsys):
+    endpoint.script = ["<answer>x</answer>"]
+    (tmp_path / "file").write_text("x")
+    assert main(ask_args(endpoint, image_path, "--save-images", str(tmp_path / "file"), "Q?")) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "turn 1" not in err
+    assert endpoint.requests == []
+
+
+def test_replay_saves_the_recorded_images_too(no_openai_env, tmp_path, capsys):
+    assert main(["replay", "demo", "--save-images", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["turn1_image_clue_1.png",
+                                                          "turn2_image_clue_2.png"]
+    assert f"  saved {tmp_path / 'turn2_image_clue_2.png'}" in capsys.readouterr().err.splitlines()
+
+
+def test_footers_count_turns_and_tokens_in_words(endpoint, image_path, tmp_path, capsys):
+    endpoint.script = [Reply("<answer>one</answer>", prompt_tokens=1, completion_tokens=0)]
+    saved = tmp_path / "s.json"
+    assert main(ask_args(endpoint, image_path, "--save", str(saved), "Q?")) == 0
+    assert "── answered after 1 turn, 1 token ──" in capsys.readouterr().err
+    # A replay spent no tokens here: its footer says so instead of "0 tokens".
+    assert main(["replay", str(saved)]) == 0
+    err = capsys.readouterr().err
+    assert "── answered after 1 turn, replay ──" in err and "token" not in err
+
+
+def test_demo_replay_prints_question_image_and_next_steps(no_openai_env, capsys):
+    assert main(["demo"]) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0] == f"Replaying a saved session of {DEMO_LABEL}; the tools run for real here."
+    assert lines[1:3] == ["Question: How many coins are in this photo?",
+                          "  image_clue_0: coins.png (384×303 px, 73 KB)"]
+    assert "── answered after 3 turns, replay ──" in err
+    assert out.splitlines()[-1] == "24"
+    next_steps = lines[-1]
+    assert next_steps.startswith("Next: set OPENAI_API_KEY (or pass --base-url URL) to ask your")
+    for hint in ("--save run.json", "%load_ext pyvision_magic", "notebooks/quickstart.ipynb"):
+        assert hint in next_steps
+
+
+def test_demo_with_a_key_says_it_goes_live_first(endpoint, capsys):
+    endpoint.script = ["<answer>24 coins</answer>"]
+    assert main(["demo", "--base-url", endpoint.base_url, "--model", "test-model",
+                 "--save", "/dev/null"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (
+        f"Asking test-model at {endpoint.base_url}: the shipped demo question, live "
+        "(leave out --base-url and unset OPENAI_API_KEY for the offline replay)."
+    )
+    assert lines[1] == "Question: How many coins are in this photo?"
+    assert lines[-1].startswith('Next: pyvision ask -i YOUR_IMAGE "your question"')
+    assert "--save run.json" not in lines[-1]  # it was given
+
+
+def test_demo_live_from_the_environment_names_the_variable(endpoint, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
+    monkeypatch.setenv("PYVISION_MODEL", "test-model")
+    endpoint.script = ["<answer>24</answer>"]
+    assert main(["demo"]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith(
+        "live (unset OPENAI_BASE_URL and OPENAI_API_KEY for the offline replay).")
+
+
+def test_replaying_a_saved_replay_keeps_the_original_label(no_openai_env, tmp_path, capsys):
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    assert main(["demo", "-q", "--save", str(first)]) == 0
+    assert main(["replay", "-q", str(first), "--save", str(second)]) == 0
+    capsys.readouterr()
+    assert Transcript.load(first).model == f"replay of {DEMO_LABEL}"
+    assert Transcript.load(second).model == f"replay of {DEMO_LABEL}"
+    assert main(["replay", str(second)]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"Replaying a saved session of {DEMO_LABEL}; the tools run for real here."
+    assert "replay of" not in err
+
+
+def test_replay_takes_shipped_names(no_openai_env, capsys):
+    assert main(["replay", "-q", "gallery:basic_crop_zoom"]) == 0
+    assert capsys.readouterr().out.strip()
+    help_text = build_parser()._subparsers._group_actions[0].choices["replay"].format_help()
+    assert "demo" in help_text and "gallery:basic_crop_zoom" in help_text
+
+
+def test_every_command_has_a_description(capsys):
+    for command in ("ask", "replay", "demo"):
+        assert main([command, "--help"]) == 0
+        _usage, _, rest = capsys.readouterr().out.partition("\n\n")
+        assert rest.split("\n\n")[0].strip()[0].isupper(), command  # a sentence, not options
+    assert main(["demo", "--help"]) == 0
+    assert "replays a shipped session offline" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_readme_lists_every_ask_option():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    paragraph = readme[readme.index("`pyvision ask` options:"):]
+    paragraph = paragraph[:paragraph.index("\n\n")]
+    ask = build_parser()._subparsers._group_actions[0].choices["ask"]
+    shown = {"--help", "--image"}  # --image is in the examples above it
+    missing = [a.option_strings for a in ask._actions if a.option_strings
+               and not shown & set(a.option_strings)
+               and not any(re.search(rf"`{re.escape(o)}[ `]", paragraph) for o in a.option_strings)]
+    assert missing == []

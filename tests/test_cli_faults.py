@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chat_server import HTTPError
 from conftest import code_reply
 from PIL import Image
 
-from pyvision_magic import cli
+from pyvision_magic import _retry, cli
 from pyvision_magic._model import Model, ModelReply
 from pyvision_magic._records import Output
 from pyvision_magic._transcript import Turn
@@ -82,7 +84,7 @@ def test_a_kernel_failure_shows_progress_and_keeps_the_transcript(chat_server, n
     proc = run_cli(*ask(chat_server, noisy_image, "--json", "Q?"), fsize=64 * 1024)
     assert proc.returncode == cli.EXIT_KERNEL
     err = proc.stderr.decode()
-    assert "── error after 1 turns" in err and "Traceback" not in err
+    assert "── error after 1 turn, " in err and "Traceback" not in err
     assert err.splitlines()[-1].startswith("pyvision: kernel error:")
     printed = json.loads(proc.stdout)
     assert printed["status"] == "error" and "File too large" in printed["error"]
@@ -135,6 +137,121 @@ def test_an_unwritable_save_path_exits_2(chat_server, image_path, tmp_path, no_o
     err = proc.stderr.decode()
     assert proc.returncode == cli.EXIT_USAGE and err.count("\n") == 1
     assert "Cannot write the transcript" in err and "Traceback" not in err
+
+
+# -- retries: announced while they wait, as many and as long as before ---------------
+
+RETRY_LINE = re.compile(r"^  (.+), retry (\d)/4 in (\d+\.\d) s$")
+
+
+def retry_lines(err: str) -> list[tuple[str, int, float]]:
+    return [(m[1], int(m[2]), float(m[3])) for m in map(RETRY_LINE.match, err.splitlines()) if m]
+
+
+def test_server_errors_are_retried_with_a_line_per_wait(chat_server, image_path, capsys,
+                                                        no_openai_env):
+    chat_server.script = [HTTPError(503, "busy"), HTTPError(429, "slow down"), "<answer>ok</answer>"]
+    assert cli.main([*ask(chat_server, image_path, "Q?")]) == cli.EXIT_ANSWERED
+    err = capsys.readouterr().err
+    assert retry_lines(err) == [("endpoint answered HTTP 503", 1, 0.0),
+                                ("endpoint rate-limited (HTTP 429)", 2, 0.0)]
+    lines = err.splitlines()
+    assert lines.index("── turn 1 ──") < lines.index("  endpoint answered HTTP 503, retry 1/4 in 0.0 s")
+    assert len(chat_server.chat_requests) == 3
+
+
+def test_the_announced_wait_is_the_wait(chat_server, image_path, capsys, no_openai_env):
+    chat_server.script = [HTTPError(500, "oops", headers={"retry-after": "1"}), "<answer>ok</answer>"]
+    assert cli.main([*ask(chat_server, image_path, "Q?")]) == cli.EXIT_ANSWERED
+    assert retry_lines(capsys.readouterr().err) == [("endpoint answered HTTP 500", 1, 1.0)]
+    first, second = chat_server.chat_requests
+    assert 0.95 <= second.received_at - first.finished_at < 3
+
+
+def test_an_endpoint_that_keeps_failing_gets_four_retries_then_exit_3(chat_server, image_path,
+                                                                      capsys, no_openai_env):
+    chat_server.script = [HTTPError(502, "bad gateway")] * 5
+    assert cli.main([*ask(chat_server, image_path, "Q?")]) == cli.EXIT_MODEL
+    err = capsys.readouterr().err
+    assert [n for _, n, _ in retry_lines(err)] == [1, 2, 3, 4]
+    assert len(chat_server.chat_requests) == 5
+    assert err.splitlines()[-1].startswith("pyvision: model error:") and "HTTP 502" in err
+
+
+@pytest.mark.parametrize("step", [
+    HTTPError(500, "no", headers={"x-should-retry": "false"}),
+    HTTPError(503, "later", headers={"retry-after": "3600"}),  # too long to wait for
+    HTTPError(404, "no such model"),
+], ids=["server-says-no", "retry-after-an-hour", "client-error"])
+def test_what_must_not_be_retried_fails_at_once(chat_server, image_path, capsys, no_openai_env,
+                                                step):
+    chat_server.script = [step, "<answer>never</answer>"]
+    assert cli.main([*ask(chat_server, image_path, "Q?")]) == cli.EXIT_MODEL
+    assert retry_lines(capsys.readouterr().err) == []
+    assert len(chat_server.chat_requests) == 1
+
+
+def test_an_unreachable_endpoint_is_announced_each_retry(image_path, capsys, monkeypatch,
+                                                          no_openai_env):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    # The real backoff (0.5 s doubling) would make this test 7 s long.
+    monkeypatch.setattr(_retry, "_INITIAL_DELAY", 0.01)
+    argv = ["ask", "--base-url", f"http://127.0.0.1:{port}/v1", "-i", str(image_path), "Q?"]
+    assert cli.main(argv) == cli.EXIT_MODEL
+    err = capsys.readouterr().err
+    assert [(why, n) for why, n, _ in retry_lines(err)] == [("endpoint unreachable", n) for n in (1, 2, 3, 4)]
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("pyvision: model error: Cannot reach the model endpoint")
+
+
+def test_backoff_doubles_from_half_a_second_to_eight(monkeypatch):
+    import openai
+
+    monkeypatch.setattr(_retry.random, "random", lambda: 0.0)  # no jitter
+    error = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    assert [_retry.retry_delay(error, n) for n in range(1, 7)] == [0.5, 1, 2, 4, 8, 8]
+    assert sum(_retry.retry_delay(error, n) for n in range(1, 5)) == 7.5  # 4 retries, as openai
+
+
+# -- saved images ------------------------------------------------------------------
+
+
+def test_saved_image_names_cannot_leave_the_folder(tmp_path):
+    stream = io.StringIO()
+    progress = cli.ConsoleProgress(stream)
+    saver = cli.ImageSaver(tmp_path, report=progress.image_saved, warn=progress._write)
+    png = __import__("base64").b64encode(b"\x89PNG fake").decode()
+    turn = Turn(index=1, text="", code="x", exec_status="ok", outputs=[
+        Output(kind="image", data=png, mime="image/png", variable=f"../../evil{HOSTILE}"),
+        Output(kind="image", data=png, mime="image/jpeg", variable=None),
+        Output(kind="image", data="not base64!", mime="image/png", variable="image_clue_3"),
+    ])
+    saver.outputs(turn)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[1] == "turn2_image_1.jpg"
+    assert re.fullmatch(r"turn2_evil_[A-Za-z0-9_]+\.png", names[0])
+    shown = stream.getvalue()
+    assert_no_terminal_controls(shown.encode())
+    assert "could not save" in shown and "turn2_image_clue_3.png" in shown
+
+
+def test_a_full_disk_while_saving_images_is_a_warning_not_a_lost_answer(chat_server, image_path,
+                                                                        tmp_path, no_openai_env):
+    noise = "Image.fromarray((np.random.default_rng(0).random((300, 300, 3)) * 255).astype('uint8'))"
+    chat_server.script = [code_reply(f"display({noise})"), "<answer>yes</answer>"]
+    folder = tmp_path / "images"
+    # Files over 64 KB cannot be written (as on a full disk): the 260 KB image cannot be saved.
+    proc = run_cli(*ask(chat_server, image_path, "-q", "--save-images", str(folder), "Q?"),
+                   fsize=64 * 1024)
+    err = proc.stderr.decode()
+    assert proc.returncode == cli.EXIT_ANSWERED, err
+    assert err.startswith("pyvision: warning: could not save ") and "File too large" in err
+    assert proc.stdout == b"yes\n"
 
 
 # -- terminal control sequences ----------------------------------------------------
@@ -193,7 +310,7 @@ def test_replayed_outputs_and_notes_are_shown_escaped():
     assert_no_terminal_controls(shown.encode())
     assert "\r" not in shown
     assert "  │ saved^[]52;c;" in shown and "  │ line^Mover\n" in shown
-    assert "note: a note^[]52;c;" in shown and "images: image_clue_1^[]52;c;" in shown
+    assert "note: a note^[]52;c;" in shown and "1 image: image_clue_1^[]52;c;" in shown
 
 
 @pytest.mark.parametrize(

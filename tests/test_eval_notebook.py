@@ -12,10 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_evaluation_notebook_runs_offline(tmp_path, monkeypatch, no_openai_env):
-    monkeypatch.setenv("PYVISION_EVAL_DIR", str(tmp_path))
+    monkeypatch.setenv("PYVISION_EVAL_DIR", str(tmp_path / "work"))
     nb = nbformat.read(ROOT / "notebooks" / "evaluation.ipynb", as_version=4)
+    # From a folder of its own, outside the repo: nothing of tests/ is needed.
+    (tmp_path / "here").mkdir()
     client = NotebookClient(nb, timeout=240, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT / "notebooks")}})
+                            resources={"metadata": {"path": str(tmp_path / "here")}})
     client.execute()
     text = "\n".join(
         out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
@@ -26,5 +28,6 @@ def test_evaluation_notebook_runs_offline(tmp_path, monkeypatch, no_openai_env):
     assert "exit code 0" in text
     # The scripted model answers right with tools and always "1" without.
     assert "tools 100.0 % of 16" in text and "baseline" in text
-    assert (tmp_path / "results" / "accuracy_by_subtask.png").exists()
-    assert os.path.exists(tmp_path / "results" / "report.json")
+    assert (tmp_path / "work" / "results" / "accuracy_by_subtask.png").exists()
+    assert os.path.exists(tmp_path / "work" / "results" / "report.json")
+    assert not any((tmp_path / "here").iterdir()), "it writes only to its work folder"

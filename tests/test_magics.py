@@ -299,3 +299,33 @@ def test_unsandboxed_tools_are_announced_once_per_notebook(shell, capsys):
     assert err.count("pyvision: tools run unsandboxed: the sandbox is turned off") == 1
     with pytest.raises(UsageError, match="--sandbox and --no-sandbox contradict"):
         shell.run_cell_magic("pyvision", f"--replay {shipped} --sandbox --no-sandbox", "replayed")
+
+
+def test_a_notebook_saved_by_the_first_session_view_still_loads(shell, tmp_path):
+    """The ipywidgets view of 0.1 saved its session the same way: the widget output
+    (a long repr as text/plain) and the static copy whose metadata holds the transcript."""
+    import json
+
+    from pyvision_magic._render import compact_transcript, render_html
+    from pyvision_magic._transcript import Transcript
+
+    t = Transcript.load("demo")
+    old = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{
+        "cell_type": "code", "execution_count": 2, "id": "a1", "metadata": {},
+        "source": "%%pyvision --replay demo -o r\nq",
+        "outputs": [
+            {"output_type": "display_data", "metadata": {}, "data": {
+                "application/vnd.jupyter.widget-view+json": {
+                    "version_major": 2, "version_minor": 0, "model_id": "0f" * 16},
+                "text/plain": "SessionView(children=(HTML(value='<style>.pyvision-view {..."}},
+            {"output_type": "display_data", "data": {
+                "text/html": render_html(t, uid="0123456789ab"), "text/plain": "pyvision: ..."},
+             "metadata": {"pyvision": {"version": 1, "transcript": compact_transcript(t),
+                                       "forks": []}}},
+        ]}]}
+    path = tmp_path / "old.ipynb"
+    path.write_text(json.dumps(old))
+    shell.run_line_magic("pyvision", f"load {path} -o back")
+    back = shell.user_ns.pop("back")
+    assert back.answer == "24" and len(back.transcript.turns) == 3
+    assert back.rerun(0).exec_status == "ok", "its tools run again in a new kernel"
