@@ -13,7 +13,9 @@ import collections
 import io
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, Union
+from typing import Union
+
+from ._images import _upright
 
 __all__ = ["thumbnail", "prepare", "Source"]
 
@@ -78,8 +80,8 @@ def _reduce(raw: bytes, sizes: Iterable[tuple[int, int]]) -> list[Thumb]:
         fmt, original = im.format, im.size
         if fmt == "JPEG":  # decode at a reduced scale when the largest size allows it
             im.draft("RGB", (sizes[0][0], sizes[0][0]))
-        im.load()
-        current = im if im.mode in ("RGB", "L") else _flatten(im)
+        # Upright, 8-bit, transparency on white: what the model is sent (see _images).
+        current = _upright(im, "image")
     photo: bool | None = None
     results = []
     for side, quality in sizes:
@@ -101,18 +103,6 @@ def _reduce(raw: bytes, sizes: Iterable[tuple[int, int]]) -> list[Thumb]:
         results.append(("image/jpeg" if photo else "image/png", buffer.getvalue(),
                         current.width, current.height))
     return results
-
-
-def _flatten(im: Any) -> Any:
-    """RGB (alpha flattened on white) or L, which JPEG and PNG both take."""
-    from PIL import Image
-
-    if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, "white")
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return im.convert("RGB")
 
 
 def _get(source: Source, size: tuple[int, int]) -> Thumb | None:

@@ -113,7 +113,6 @@ class SessionWidget(anywidget.AnyWidget):
         self.running = False
         #: The session's number in ``%pyvision kernels`` (set by its handle).
         self.session_id = 0
-        self.fork_views: list[SessionWidget] = []
         self._lock = threading.RLock()
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._transcript: Transcript | None = None
@@ -430,12 +429,8 @@ class SessionWidget(anywidget.AnyWidget):
         self._started = None
         self.status(transcript)
 
-    def tick(self) -> None:
-        """Kept for callers of the old view; the browser counts the time itself."""
-
     def add_fork(self, view: "SessionWidget", turn: int) -> None:
         """Show ``view`` (a fork from ``turn``) directly below that turn."""
-        self.fork_views.append(view)
         self.forks = [*self.forks, {"turn": turn, "ref": f"anywidget:{view.model_id}"}]
 
     # -- state -------------------------------------------------------------------
