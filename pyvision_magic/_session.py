@@ -8,6 +8,7 @@ import copy
 import hashlib
 import platform
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -102,6 +103,9 @@ class Session(LoggingConfigurable):
             turns=list(history),
         )
         self._history = len(history)
+        #: Sent with every request of this session (``Model.complete(cache_key=...)``),
+        #: so that an endpoint with a prompt cache keeps the session's prefix in one place.
+        self.cache_key = uuid.uuid4().hex
         self._restart_first = False
         self._callbacks = {name: Callbacks() for name in EVENTS}
         self._urls: dict[str, str] = {}
@@ -380,7 +384,9 @@ class Session(LoggingConfigurable):
 
             started = time.monotonic()
             self._model_task = asyncio.ensure_future(
-                self.model.complete(messages, stop=STOP_SEQUENCES, on_delta=on_delta)
+                self.model.complete(
+                    messages, stop=STOP_SEQUENCES, on_delta=on_delta, cache_key=self.cache_key
+                )
             )
             try:
                 reply = await self._model_task
