@@ -89,7 +89,8 @@ class Model(metaclass=InterfaceMeta):
     ``cache_key`` is the same string for every request of one session (a new one
     per session): endpoints that cache prompt prefixes can use it to send a
     session's requests to the same cache. Implementations that cannot use it
-    must accept it and ignore it.
+    may leave the keyword out: the Session passes it only to a ``complete`` that
+    takes it (or ``**kwargs``).
     """
 
     #: The model name recorded in transcripts.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import hashlib
+import inspect
 import platform
 import time
 import uuid
@@ -383,10 +384,11 @@ class Session(LoggingConfigurable):
                 await self._emit("text_delta", turn, delta)
 
             started = time.monotonic()
+            # A Model written before cache_key existed still works: it just gets none.
+            extra = {"cache_key": self.cache_key} if _accepts(self.model.complete,
+                                                               "cache_key") else {}
             self._model_task = asyncio.ensure_future(
-                self.model.complete(
-                    messages, stop=STOP_SEQUENCES, on_delta=on_delta, cache_key=self.cache_key
-                )
+                self.model.complete(messages, stop=STOP_SEQUENCES, on_delta=on_delta, **extra)
             )
             try:
                 reply = await self._model_task
@@ -492,3 +494,13 @@ def _with_code(turn: Turn, code: str) -> str:
         head = parse_reply(turn.text).text
         return head.replace(turn.code, code, 1)
     return block
+
+
+def _accepts(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` takes the keyword ``name`` (or any keyword)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                     for p in parameters.values())

@@ -118,6 +118,24 @@ def test_one_cache_key_per_session_and_cached_tokens_in_the_transcript(
     assert sessions[1].transcript.turns[0].usage.cached_tokens >= 1024
 
 
+def test_a_model_written_before_cache_key_still_works(chat_server, image_path, no_openai_env):
+    from pyvision_magic import Model, ModelReply
+
+    class OldModel(Model):
+        """A third-party model whose complete() has the signature of 0.1."""
+
+        name = "old"
+
+        async def complete(self, messages, *, stop=None, on_delta=None):
+            return ModelReply(text="<answer>old</answer>")
+
+        async def aclose(self):
+            pass
+
+    session = run_session("Q?", [load_image(image_path)], OldModel())
+    assert session.transcript.status == "answered" and session.transcript.answer == "old"
+
+
 def test_turn_limit_tells_the_model_and_skips_last_code(chat_server, image_path, no_openai_env):
     chat_server.script = [code_reply("print(1)"), code_reply("print(2)")]
     session = run_session("Q?", [load_image(image_path)], model_for(chat_server), max_turns=2)
