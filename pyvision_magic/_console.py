@@ -59,17 +59,27 @@ def _size(nbytes: int) -> str:
     return f"{nbytes / (1024 * 1024):.1f} MB"
 
 
+def tokens_spent(usage: Any, suffix: str = "") -> str:
+    """``"12,345 tokens"``, with ``" (9,800 cached)"`` when the endpoint cached some;
+    ``suffix`` goes after the count (``"12,345 tokens so far (9,800 cached)"``)."""
+    text = plural(usage.total_tokens, "token") + suffix
+    cached = getattr(usage, "cached_tokens", 0) or 0
+    return f"{text} ({cached:,} cached)" if cached else text
+
+
 class ConsoleProgress:
     """Writes each turn's progress to a stream (stderr), as the session emits it.
 
     What the model and the tools wrote passes through :func:`terminal_safe`.
-    The footer gives the token count, or says "replay" when the session's model
-    replays a saved one (its recorded tokens were not spent here).
+    Each tool's line gives the tokens spent so far, and the footer the total
+    (with the cached part), or says "replay" when the session's model replays a
+    saved one (its recorded tokens were not spent here).
     """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.replay = False
+        self._transcript: Any = None  # the attached session's, for the running total
         self._line_open = False  # the last thing written did not end its line
 
     def _write(self, text: str) -> None:
@@ -86,6 +96,7 @@ class ConsoleProgress:
         from ._replay import ReplayModel
 
         self.replay = isinstance(session.model, ReplayModel)
+        self._transcript = session.transcript
         session.on_turn_start(self.turn_start)
         session.on_text_delta(self.text_delta)
         session.on_outputs(self.outputs)
@@ -114,6 +125,9 @@ class ConsoleProgress:
         summary = f"\n[tool {turn.exec_status} in {turn.exec_seconds:.2f} s"
         if images:
             summary += f"; {plural(len(images), 'image')}: {terminal_safe(', '.join(images))}"
+        usage = self._transcript.usage if self._transcript is not None else None
+        if usage is not None and usage.total_tokens and not self.replay:
+            summary += f"; {tokens_spent(usage, ' so far')}"
         self._write(summary + "]\n")
         for out in turn.outputs:
             if out.kind in ("text", "error"):
@@ -137,7 +151,7 @@ class ConsoleProgress:
     def status(self, transcript: Any) -> None:
         if transcript.status == "running":
             return
-        spent = "replay" if self.replay else plural(transcript.usage.total_tokens, "token")
+        spent = "replay" if self.replay else tokens_spent(transcript.usage)
         turns = plural(len(transcript.turns), "turn")
         self._write_line("")  # a blank line before it, after a reply or a tool's output
         self._write(f"── {transcript.status} after {turns}, {spent} ──\n")

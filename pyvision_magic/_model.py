@@ -85,6 +85,12 @@ class Model(metaclass=InterfaceMeta):
     conversation so far (OpenAI chat message dicts, images as ``image_url`` data
     URLs). Implementations stream text to ``on_delta`` as it arrives and raise a
     :class:`~pyvision_magic.ModelError` subclass when the endpoint fails.
+
+    ``cache_key`` is the same string for every request of one session (a new one
+    per session): endpoints that cache prompt prefixes can use it to send a
+    session's requests to the same cache. Implementations that cannot use it
+    may leave the keyword out: the Session passes it only to a ``complete`` that
+    takes it (or ``**kwargs``).
     """
 
     #: The model name recorded in transcripts.
@@ -97,6 +103,7 @@ class Model(metaclass=InterfaceMeta):
         *,
         stop: Sequence[str] | None = None,
         on_delta: DeltaCallback | None = None,
+        cache_key: str | None = None,
     ) -> ModelReply:
         """Return the model's next reply to ``messages``."""
 
@@ -166,6 +173,16 @@ class OpenAIModel(Model, LoggingConfigurable):
         "OpenAI and Azure OpenAI (their reasoning models refuse 'max_tokens'), else "
         "'max_tokens', the name every OpenAI-compatible server understands.",
     ).tag(config=True)
+    prompt_cache_key = Enum(
+        ["auto", "on", "off"],
+        "auto",
+        help="Send a per-session 'prompt_cache_key' so that the endpoint routes one "
+        "session's requests to the same prompt cache. 'auto' sends it only to OpenAI "
+        "(api.openai.com) and Azure OpenAI (*.openai.azure.com), never to other servers "
+        "(vLLM, Ollama, ...), some of which refuse unknown fields; 'on' sends it to any "
+        "endpoint; 'off' never. Left out for the rest of the session if the endpoint "
+        "refuses it.",
+    ).tag(config=True)
     reply_deadline = Float(
         300.0,
         allow_none=True,
@@ -188,10 +205,7 @@ class OpenAIModel(Model, LoggingConfigurable):
 
     @default("max_tokens_param")
     def _default_max_tokens_param(self) -> str:
-        host = (urlsplit(self.endpoint).hostname or "").lower()
-        if host == "openai.com" or host.endswith((".openai.com", ".openai.azure.com")):
-            return "max_completion_tokens"
-        return "max_tokens"
+        return "max_completion_tokens" if _known_openai_host(self.endpoint) else "max_tokens"
 
     @validate("max_tokens", "max_reply_chars", "reply_deadline", "request_timeout")
     def _positive(self, proposal: Any) -> Any:
@@ -253,13 +267,16 @@ class OpenAIModel(Model, LoggingConfigurable):
         *,
         stop: Sequence[str] | None = None,
         on_delta: DeltaCallback | None = None,
+        cache_key: str | None = None,
     ) -> ModelReply:
         deadline = self.reply_deadline
         if deadline is None:
-            return await self._complete(messages, stop, on_delta)
+            return await self._complete(messages, stop, on_delta, cache_key)
         started = time.monotonic()
         try:
-            return await asyncio.wait_for(self._complete(messages, stop, on_delta), deadline)
+            return await asyncio.wait_for(
+                self._complete(messages, stop, on_delta, cache_key), deadline
+            )
         except asyncio.TimeoutError:
             if time.monotonic() - started < deadline:
                 raise  # not ours
@@ -278,6 +295,7 @@ class OpenAIModel(Model, LoggingConfigurable):
         messages: Sequence[dict[str, Any]],
         stop: Sequence[str] | None,
         on_delta: DeltaCallback | None,
+        cache_key: str | None = None,
     ) -> ModelReply:
         import openai
 
@@ -292,12 +310,15 @@ class OpenAIModel(Model, LoggingConfigurable):
             optional["stop"] = list(stop)
         if self.max_tokens is not None:
             optional[self.max_tokens_param] = self.max_tokens
+        if cache_key and self._sends_cache_key():
+            optional["prompt_cache_key"] = cache_key
         sent = dict(optional)
         try:
             while True:
                 try:
                     reply = await self._retrying(
-                        lambda: self._request(client, {**params, **sent}, on_delta, "stop" in sent)
+                        lambda: self._request(client, _wire({**params, **sent}), on_delta,
+                                              "stop" in sent)
                     )
                     break
                 except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
@@ -350,6 +371,14 @@ class OpenAIModel(Model, LoggingConfigurable):
         elif name == self.max_tokens_param and self.max_tokens is not None:
             self.max_tokens = None
             self.log.info("endpoint refused %s; continuing without a token limit", name)
+        elif name == "prompt_cache_key" and self.prompt_cache_key != "off":
+            self.prompt_cache_key = "off"
+            self.log.info("endpoint refused prompt_cache_key; continuing without it")
+
+    def _sends_cache_key(self) -> bool:
+        if self.prompt_cache_key != "auto":
+            return self.prompt_cache_key == "on"
+        return _known_openai_host(self.endpoint)
 
     async def _request(
         self, client: Any, params: dict[str, Any], on_delta: DeltaCallback | None, stop_sent: bool
@@ -575,11 +604,43 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _known_openai_host(url: str) -> bool:
+    """True for OpenAI's and Azure OpenAI's endpoints, whose extra fields we know."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "openai.com" or host.endswith((".openai.com", ".openai.azure.com"))
+
+
+def _wire(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``create`` arguments for ``params``: fields older ``openai`` releases do
+    not name go in ``extra_body``."""
+    if "prompt_cache_key" not in params:
+        return params
+    params = dict(params)
+    params["extra_body"] = {"prompt_cache_key": params.pop("prompt_cache_key")}
+    return params
+
+
+def _count(details: Any, name: str) -> int:
+    # Details may be missing, null, an object or (from model_construct) a plain dict.
+    if isinstance(details, dict):
+        value = details.get(name)
+    else:
+        value = getattr(details, name, None)
+    return value if isinstance(value, int) else 0
+
+
 def _usage(usage: Any) -> Usage:
     if usage is None:
         return Usage()
+    if isinstance(usage, dict):  # a non-streamed body is read without validation
+        get = usage.get
+    else:
+        def get(name: str) -> Any:
+            return getattr(usage, name, None)
     return Usage(
-        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-        total_tokens=getattr(usage, "total_tokens", 0) or 0,
+        prompt_tokens=get("prompt_tokens") or 0,
+        completion_tokens=get("completion_tokens") or 0,
+        total_tokens=get("total_tokens") or 0,
+        cached_tokens=_count(get("prompt_tokens_details"), "cached_tokens"),
+        reasoning_tokens=_count(get("completion_tokens_details"), "reasoning_tokens"),
     )

@@ -81,17 +81,28 @@ class ImageInput:
 
 @dataclass
 class Usage:
-    """Token counts as reported by the endpoint (zero when it reports none)."""
+    """Token counts as reported by the endpoint (zero when it reports none).
+
+    ``cached_tokens`` is the part of ``prompt_tokens`` the endpoint read from its
+    prompt cache (``usage.prompt_tokens_details.cached_tokens``); ``reasoning_tokens``
+    the part of ``completion_tokens`` spent thinking
+    (``usage.completion_tokens_details.reasoning_tokens``). Both are included in,
+    not added to, the counts they are part of.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.total_tokens + other.total_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -99,4 +110,5 @@ class Usage:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Usage":
-        return _from_known(cls, data or {})
+        # Transcripts saved before a field existed lack it: it stays 0.
+        return _from_known(cls, {k: v for k, v in (data or {}).items() if v is not None})

@@ -214,7 +214,8 @@ def _session_html(t: Transcript, title: str = "") -> str:
     head = (f"<div style='font-size:13px;color:#57606a'>{html.escape(title)}"
             f"pyvision · model <code>{html.escape(t.model)}</code> · "
             f"{html.escape(_STATUS_TEXT.get(t.status, t.status))} · {len(t.turns)} turn(s) · "
-            f"{u.total_tokens} tokens</div>")
+            f"{u.total_tokens} tokens"
+            + (f" ({u.cached_tokens} cached)" if u.cached_tokens else "") + "</div>")
     question = f"<div style='font-size:15px;margin:6px 0'><b>Q:</b> {html.escape(t.question)}</div>"
     images = "".join(_img(im.data, im.name) for im in t.images)
     cards = []

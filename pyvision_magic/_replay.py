@@ -54,6 +54,7 @@ class ReplayModel(Model):
         *,
         stop: Sequence[str] | None = None,
         on_delta: DeltaCallback | None = None,
+        cache_key: str | None = None,  # nothing to cache in a replay
     ) -> ModelReply:
         turns = self.transcript.turns
         if self.position >= len(turns):

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import copy
 import hashlib
+import inspect
 import platform
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -102,6 +104,9 @@ class Session(LoggingConfigurable):
             turns=list(history),
         )
         self._history = len(history)
+        #: Sent with every request of this session (``Model.complete(cache_key=...)``),
+        #: so that an endpoint with a prompt cache keeps the session's prefix in one place.
+        self.cache_key = uuid.uuid4().hex
         self._restart_first = False
         self._callbacks = {name: Callbacks() for name in EVENTS}
         self._urls: dict[str, str] = {}
@@ -379,8 +384,11 @@ class Session(LoggingConfigurable):
                 await self._emit("text_delta", turn, delta)
 
             started = time.monotonic()
+            # A Model written before cache_key existed still works: it just gets none.
+            extra = {"cache_key": self.cache_key} if _accepts(self.model.complete,
+                                                               "cache_key") else {}
             self._model_task = asyncio.ensure_future(
-                self.model.complete(messages, stop=STOP_SEQUENCES, on_delta=on_delta)
+                self.model.complete(messages, stop=STOP_SEQUENCES, on_delta=on_delta, **extra)
             )
             try:
                 reply = await self._model_task
@@ -486,3 +494,13 @@ def _with_code(turn: Turn, code: str) -> str:
         head = parse_reply(turn.text).text
         return head.replace(turn.code, code, 1)
     return block
+
+
+def _accepts(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` takes the keyword ``name`` (or any keyword)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                     for p in parameters.values())

@@ -57,6 +57,39 @@ def test_plain_reply_with_default_usage(chat_server: ChatServer) -> None:
     assert chat_server.steps_consumed == 1 and chat_server.remaining_steps == 0
 
 
+def test_cached_tokens_simulate_a_prefix_cache(chat_server: ChatServer) -> None:
+    # ~6,000 characters of system prompt: about 1,500 "tokens" (bytes // 4) shared.
+    system = {"role": "system", "content": "You write Python tools. " * 250}
+    first = [system, {"role": "user", "content": "What is in the image?"}]
+    second = first + [{"role": "assistant", "content": "<code>print(1)</code>"},
+                      {"role": "user", "content": "1"}]
+    other = [{"role": "system", "content": "Something else entirely. " * 250}]
+    chat_server.script = ["a", "b", Reply("c", reasoning_tokens=12), "d"]
+    with sync_client(chat_server) as client:
+        usages = [create(client, messages=m).usage for m in (first, second, other, USER)]
+    cached = [u.prompt_tokens_details.cached_tokens for u in usages]
+    shared = (len(json.dumps(first, separators=(",", ":")).encode())) // 4
+    assert cached[0] == 0, "nothing came before the first request"
+    assert cached[1] == shared // 128 * 128 >= 1024
+    assert cached[1] < usages[1].prompt_tokens
+    assert cached[2] == 0, "a different first message shares no prefix"
+    assert cached[3] == 0, "a prefix under 1,024 tokens is not cached"
+    assert usages[2].completion_tokens_details.reasoning_tokens == 12
+    assert usages[2].completion_tokens == 1 + 12
+    assert usages[0].completion_tokens_details.reasoning_tokens == 0
+
+
+def test_cached_tokens_in_the_streamed_usage_chunk(chat_server: ChatServer) -> None:
+    messages = [{"role": "system", "content": "x" * 8000}, {"role": "user", "content": "hi"}]
+    chat_server.script = ["a", "b"]
+    with sync_client(chat_server) as client:
+        for _ in range(2):
+            chunks = list(create(client, messages=messages, stream=True,
+                                 stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    assert usage.prompt_tokens_details.cached_tokens == 1920  # 2,000-odd rounded down to 128s
+
+
 def test_reply_with_explicit_usage_and_finish_reason(chat_server: ChatServer) -> None:
     chat_server.script = [Reply("cut off", prompt_tokens=100, completion_tokens=7, finish_reason="length")]
     with sync_client(chat_server) as client:

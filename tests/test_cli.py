@@ -201,7 +201,7 @@ def test_save_images_writes_each_tool_image_and_prints_its_path(endpoint, image_
     # Under their turn: after turn 1's tool summary, before turn 2.
     assert lines.index("── turn 1 ──") < saved_lines[0] < lines.index("── turn 2 ──")
     assert "[tool ok in" in lines[saved_lines[0] - 1] or "│" in lines[saved_lines[0] - 1]
-    assert "2 images: image_clue_1, image_clue_2]" in err
+    assert re.search(r"; 2 images: image_clue_1, image_clue_2; [\d,]+ tokens so far[^\n]*\]", err)
 
 
 def test_save_images_with_quiet_writes_the_files_silently(endpoint, image_path, tmp_path, capsys):
@@ -237,6 +237,31 @@ def test_footers_count_turns_and_tokens_in_words(endpoint, image_path, tmp_path,
     assert main(["replay", str(saved)]) == 0
     err = capsys.readouterr().err
     assert "── answered after 1 turn, replay ──" in err and "token" not in err
+
+
+def test_each_tool_line_gives_the_running_total_and_the_footer_the_cached_part(
+    endpoint, tmp_path, capsys
+):
+    import json
+
+    import numpy as np
+
+    # Noise does not compress: the repeated prefix is over the 1,024 tokens caching needs.
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    endpoint.script = [Reply(code_reply("print(1)"), prompt_tokens=2000, completion_tokens=10),
+                       Reply(code_reply("print(2)"), prompt_tokens=3000, completion_tokens=10),
+                       Reply("<answer>one</answer>", prompt_tokens=4000, completion_tokens=5)]
+    saved = tmp_path / "s.json"
+    assert main(ask_args(endpoint, tmp_path / "noise.png", "--save", str(saved), "Q?")) == 0
+    lines = capsys.readouterr().err.splitlines()
+    usage = json.loads(saved.read_text())["usage"]
+    cached = [t["usage"]["cached_tokens"] for t in json.loads(saved.read_text())["turns"]]
+    assert cached[0] == 0 and cached[1] >= 1024 and usage["cached_tokens"] == sum(cached)
+    tools = [line for line in lines if line.startswith("[tool ok")]
+    assert tools[0].endswith("; 2,010 tokens so far]")
+    assert tools[1].endswith(f"; 5,020 tokens so far ({cached[1]:,} cached)]")
+    assert f"── answered after 3 turns, 9,025 tokens ({usage['cached_tokens']:,} cached) ──" in lines
 
 
 def test_demo_replay_prints_question_image_and_next_steps(no_openai_env, capsys):

@@ -109,7 +109,8 @@ class BuggyModel(Model):
 
     name = "buggy"
 
-    async def complete(self, messages: Any, *, stop: Any = None, on_delta: Any = None) -> ModelReply:
+    async def complete(self, messages: Any, *, stop: Any = None, on_delta: Any = None,
+                       cache_key: Any = None) -> ModelReply:
         raise KeyError("choices")
 
     async def aclose(self) -> None:

@@ -51,3 +51,16 @@ def test_paired_per_benchmark_and_edge_cases():
 def test_no_paired_section_with_one_mode():
     report = build_report(_records({"a": (True, None), "b": (False, None)}))
     assert "paired" not in report and "Paired comparison" not in render_markdown(report)
+
+
+def test_cached_tokens_are_summed_and_reported():
+    records = _records({"a": (True, True), "b": (False, True)})
+    usage = {"prompt_tokens": 900, "completion_tokens": 100, "total_tokens": 1000}
+    for r, cached in zip(records, (512, 0, 256, None)):
+        # The last is a record written before cached tokens were counted.
+        r["tokens"] = usage if cached is None else {**usage, "cached_tokens": cached}
+    report = build_report(records)
+    assert report["overall"]["tools"]["cached_tokens"] == 768
+    assert report["overall"]["baseline"]["cached_tokens"] == 0
+    assert report["overall"]["tools"]["total_tokens"] == 2000
+    assert "Tokens: baseline 2000, tools 2000 (768 cached)." in render_markdown(report)

@@ -339,3 +339,98 @@ def test_a_second_function_call_only_reply_ends_the_session(chat_server, image_p
     assert len(chat_server.chat_requests) == 2
     assert t.status == "error" and "calling functions (python)" in t.error
     assert [bool(turn.note) for turn in t.turns] == [True, True]
+
+
+# -- usage details and prompt caching ----------------------------------------------
+LONG_SYSTEM = [{"role": "system", "content": "You write Python tools. " * 250}]
+
+
+def replies(model: OpenAIModel, conversations: list[list[dict]], **kw: Any) -> list[Any]:
+    """``model.complete`` each conversation in turn (errors returned, not raised)."""
+
+    async def go() -> list[Any]:
+        out: list[Any] = []
+        try:
+            for messages in conversations:
+                try:
+                    out.append(await asyncio.wait_for(model.complete(messages, **kw), GUARD))
+                except ModelError as exc:
+                    out.append(exc)
+        finally:
+            await model.aclose()
+        return out
+
+    return asyncio.run(go())
+
+
+@both_modes
+def test_cached_and_reasoning_tokens_are_read_from_usage(chat_server, stream, no_openai_env):
+    chat_server.script = ["<answer>1</answer>", Reply("<answer>2</answer>", reasoning_tokens=40)]
+    first = LONG_SYSTEM + USER
+    second = first + [{"role": "assistant", "content": "<answer>1</answer>"}, USER[0]]
+    # With the stop sequence sent, reading goes on to the usage chunk (none when cut).
+    one, two = replies(model_for(chat_server, stream=stream), [first, second], stop=["</code>"])
+    assert one.usage.cached_tokens == 0 and one.usage.reasoning_tokens == 0
+    assert two.usage.cached_tokens >= 1024 and two.usage.cached_tokens % 128 == 0
+    assert two.usage.cached_tokens < two.usage.prompt_tokens
+    assert two.usage.reasoning_tokens == 40 and two.usage.completion_tokens == 41
+    assert (one.usage + two.usage).cached_tokens == two.usage.cached_tokens
+
+
+def test_usage_without_details_or_with_nulls_counts_zero():
+    from types import SimpleNamespace
+
+    from pyvision_magic._model import _usage
+    from pyvision_magic._records import Usage
+
+    assert _usage(SimpleNamespace(prompt_tokens=5, completion_tokens=2, total_tokens=7)) == Usage(5, 2, 7)
+    nulls = SimpleNamespace(prompt_tokens=5, completion_tokens=2, total_tokens=7,
+                            prompt_tokens_details=None,
+                            completion_tokens_details=SimpleNamespace(reasoning_tokens=None))
+    assert _usage(nulls) == Usage(5, 2, 7)
+    as_dicts = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+                "prompt_tokens_details": {"cached_tokens": 3},
+                "completion_tokens_details": {"reasoning_tokens": None}}
+    assert _usage(as_dicts) == Usage(5, 2, 7, cached_tokens=3)
+
+
+@both_modes
+def test_prompt_cache_key_is_sent_when_on(chat_server, stream, no_openai_env):
+    chat_server.script = ["<answer>1</answer>", "<answer>2</answer>"]
+    replies(model_for(chat_server, stream=stream, prompt_cache_key="on"), [USER, USER],
+            cache_key="session-1")
+    assert [r.body.get("prompt_cache_key") for r in chat_server.chat_requests] == ["session-1"] * 2
+
+
+def test_prompt_cache_key_is_not_sent_to_other_endpoints_by_default(chat_server, no_openai_env):
+    chat_server.script = ["<answer>1</answer>", "<answer>2</answer>"]
+    model = model_for(chat_server)
+    assert model.prompt_cache_key == "auto"
+    replies(model, [USER], cache_key="session-1")
+    replies(model_for(chat_server, prompt_cache_key="off"), [USER], cache_key="session-1")
+    assert all("prompt_cache_key" not in r.body for r in chat_server.chat_requests)
+
+
+def test_auto_sends_prompt_cache_key_to_openai_and_azure_only(no_openai_env):
+    assert OpenAIModel()._sends_cache_key()  # api.openai.com
+    assert OpenAIModel(base_url="https://my-resource.openai.azure.com/openai/v1")._sends_cache_key()
+    for url in ("http://localhost:11434/v1", "http://127.0.0.1:8000/v1",
+                "https://openrouter.ai/api/v1", "https://openai.com.example.org/v1"):
+        assert not OpenAIModel(base_url=url)._sends_cache_key(), url
+    assert not OpenAIModel(prompt_cache_key="off")._sends_cache_key()
+
+
+@both_modes
+def test_an_endpoint_refusing_prompt_cache_key_is_asked_again_without_it(
+    make_chat_server, stream, no_openai_env
+):
+    server = make_chat_server(["<answer>4</answer>", "<answer>5</answer>"],
+                              reject_params={"prompt_cache_key"})
+    model = model_for(server, stream=stream, prompt_cache_key="on")
+    texts = [r.text for r in replies(model, [USER, USER], stop=["</code>"], cache_key="k")]
+    assert texts == ["<answer>4</answer>", "<answer>5</answer>"]
+    requests = server.chat_requests
+    assert [r.status for r in requests] == [400, 200, 200]
+    assert [r.body.get("prompt_cache_key") for r in requests] == ["k", None, None]
+    assert all(r.body["stop"] == ["</code>"] and r.body["max_tokens"] == 16384 for r in requests)
+    assert model.prompt_cache_key == "off"

@@ -131,3 +131,10 @@ def test_forks_and_plain_text():
                                            "answered after 2 turn(s) with m", "Answer: **42**"]
     stopped = Transcript(question="q", model="m", status="error", error="endpoint down")
     assert "No answer" in render_html(stopped) and "endpoint down" in render_html(stopped)
+
+
+def test_the_static_header_gives_the_cached_tokens_when_there_are_some():
+    t = _session(1)
+    assert "3 tokens</div>" in render_html(t, uid="a")
+    t.usage = Usage(2000, 30, 2030, cached_tokens=1536)
+    assert "2030 tokens (1536 cached)</div>" in render_html(t, uid="a")

@@ -93,6 +93,49 @@ def test_multi_turn_session_feeds_printed_text_and_images_back(chat_server, imag
     assert t.usage.total_tokens == sum(tt.usage.total_tokens for tt in t.turns) > 0
 
 
+def test_one_cache_key_per_session_and_cached_tokens_in_the_transcript(
+    chat_server, tmp_path, no_openai_env
+):
+    import numpy as np
+    from PIL import Image
+
+    # Noise does not compress: the prompt is well over the 1,024 tokens caching needs.
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    chat_server.script = [code_reply("print(1)"), "<answer>1</answer>"] * 2
+    image = load_image(tmp_path / "noise.png")
+    sessions = [run_session("Q?", [image], model_for(chat_server, prompt_cache_key="on"))
+                for _ in range(2)]
+    keys = [r.body["prompt_cache_key"] for r in chat_server.chat_requests]
+    assert keys == [sessions[0].cache_key] * 2 + [sessions[1].cache_key] * 2
+    assert sessions[0].cache_key != sessions[1].cache_key
+    t = sessions[0].transcript
+    # The second request repeats the first one's system prompt and question.
+    assert t.turns[0].usage.cached_tokens == 0 and t.turns[1].usage.cached_tokens >= 1024
+    assert t.usage.cached_tokens == t.turns[1].usage.cached_tokens
+    assert t.to_dict()["usage"]["cached_tokens"] == t.usage.cached_tokens
+    # A new session starts with the same prefix: the server's cache holds it.
+    assert sessions[1].transcript.turns[0].usage.cached_tokens >= 1024
+
+
+def test_a_model_written_before_cache_key_still_works(chat_server, image_path, no_openai_env):
+    from pyvision_magic import Model, ModelReply
+
+    class OldModel(Model):
+        """A third-party model whose complete() has the signature of 0.1."""
+
+        name = "old"
+
+        async def complete(self, messages, *, stop=None, on_delta=None):
+            return ModelReply(text="<answer>old</answer>")
+
+        async def aclose(self):
+            pass
+
+    session = run_session("Q?", [load_image(image_path)], OldModel())
+    assert session.transcript.status == "answered" and session.transcript.answer == "old"
+
+
 def test_turn_limit_tells_the_model_and_skips_last_code(chat_server, image_path, no_openai_env):
     chat_server.script = [code_reply("print(1)"), code_reply("print(2)")]
     session = run_session("Q?", [load_image(image_path)], model_for(chat_server), max_turns=2)

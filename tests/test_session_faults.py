@@ -135,7 +135,7 @@ class BrokenModel(Model):
         self.calls = 0
 
     async def complete(self, messages: Sequence[dict[str, Any]], *, stop: Any = None,
-                       on_delta: Any = None) -> ModelReply:
+                       on_delta: Any = None, cache_key: Any = None) -> ModelReply:
         self.calls += 1
         if self.calls == 1:
             return ModelReply(code_reply("print('ran')"))

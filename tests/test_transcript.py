@@ -76,3 +76,27 @@ def test_bad_files_are_config_errors(tmp_path, content, match):
 def test_save_to_a_missing_directory_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="Cannot write"):
         sample().save(tmp_path / "no" / "such" / "dir" / "t.json")
+
+
+def test_usage_keeps_cached_and_reasoning_tokens(tmp_path):
+    t = sample()
+    t.turns[0].usage = Usage(10, 5, 15, cached_tokens=8, reasoning_tokens=2)
+    t.usage = t.turns[0].usage + t.turns[1].usage
+    assert t.usage == Usage(30, 8, 38, cached_tokens=8, reasoning_tokens=2)
+    data = json.loads(t.save(tmp_path / "t.json").read_text())
+    assert data["usage"] == {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38,
+                             "cached_tokens": 8, "reasoning_tokens": 2}
+    assert data["turns"][0]["usage"]["cached_tokens"] == 8
+    assert Transcript.load(tmp_path / "t.json") == t
+
+
+def test_a_transcript_saved_before_cached_tokens_loads(tmp_path):
+    data = sample().to_dict()
+    for usage in [data["usage"]] + [turn["usage"] for turn in data["turns"]]:
+        del usage["cached_tokens"], usage["reasoning_tokens"]
+    data["turns"][1]["usage"]["cached_tokens"] = None  # a null, as some writers leave
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    loaded = Transcript.load(path)
+    assert loaded.usage == Usage(30, 8, 38)
+    assert loaded.usage.cached_tokens == 0 and loaded.turns[1].usage.reasoning_tokens == 0

@@ -154,6 +154,33 @@ def _follow(view, t):
     view._transcript = t
 
 
+def test_the_token_count_follows_each_reply_not_only_the_end(images):
+    view = SessionWidget("q", images, "m")
+    t = Transcript(question="q", model="m", images=images)
+    _follow(view, t)
+    view.status(t)
+    turn = Turn(index=0, text="<code>print(1)</code>", code="print(1)")
+    t.turns.append(turn)
+    view.turn_start(turn)
+    # The session records the reply's usage before it tells the views about the code.
+    turn.usage = t.usage = Usage(1200, 30, 1230, cached_tokens=1024)
+    view.code(turn)
+    assert view.state["usage"] == {"prompt": 1200, "completion": 30, "total": 1230,
+                                   "cached": 1024}
+    assert view.state["status"] == "running"
+    turn.exec_status = "ok"
+    view.outputs(turn)
+    assert view.state["usage"]["total"] == 1230
+    answer = Turn(index=1, text="<answer>1</answer>", answer="1")
+    t.turns.append(answer)
+    view.turn_start(answer)
+    answer.usage = Usage(1300, 5, 1305, cached_tokens=1152)
+    t.usage = t.usage + answer.usage
+    t.answer = "1"
+    view.answer_given(t)
+    assert view.state["usage"]["total"] == 2535 and view.state["usage"]["cached"] == 2176
+
+
 def test_streamed_text_goes_as_small_appends_at_most_ten_a_second(images):
     view = SessionWidget("q", images, "m")
     t = Transcript(question="q", model="m", images=images)

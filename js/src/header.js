@@ -78,7 +78,9 @@ export class Header {
     const usage = state.usage || {};
     const total = usage.total || 0;
     const liveTokens = state.live_tokens || 0;
-    setText(this.tokens, liveTokens > 0 ? `~${total + liveTokens} tokens` : `${total} tokens`);
+    const cached = usage.cached || 0;
+    const count = liveTokens > 0 ? `~${total + liveTokens} tokens` : `${total} tokens`;
+    setText(this.tokens, cached > 0 ? `${count} (${cached} cached)` : count);
     show(this.stop, running && live !== false);
     if (!running) this.stopping = false;
     if (!this.stopping) {

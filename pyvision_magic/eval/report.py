@@ -7,7 +7,8 @@
 Per row (a benchmark, and each of its sub-tasks) and mode:
 ``n`` tasks recorded, ``correct``, ``accuracy`` (errors and timeouts count as
 wrong), ``mean_turns``, ``mean_tokens`` (prompt + completion per task),
-``mean_seconds``, ``errors``, ``timeouts``; ``delta`` is tools minus baseline
+``total_tokens``, ``cached_tokens`` (the part of the prompt tokens the endpoint
+read from its prompt cache, in all; 0 where it reports none), ``mean_seconds``, ``errors``, ``timeouts``; ``delta`` is tools minus baseline
 accuracy, in points, when both modes ran.
 
 ``paired`` (when both modes ran) compares the two answers of each task that
@@ -39,6 +40,8 @@ def _stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(records)
     correct = sum(bool(r.get("correct")) for r in records)
     tokens = [int((r.get("tokens") or {}).get("total_tokens", 0)) for r in records]
+    # Records written before cached tokens were counted lack them: they count 0.
+    cached = [int((r.get("tokens") or {}).get("cached_tokens") or 0) for r in records]
 
     def mean(values: list[float]) -> float:
         return round(sum(values) / len(values), 3) if values else 0.0
@@ -50,10 +53,16 @@ def _stats(records: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_turns": mean([float(r.get("turns") or 0) for r in records]),
         "mean_tokens": mean([float(t) for t in tokens]),
         "total_tokens": sum(tokens),
+        "cached_tokens": sum(cached),
         "mean_seconds": mean([float(r.get("seconds") or 0) for r in records]),
         "errors": sum(r.get("status") == "error" for r in records),
         "timeouts": sum(r.get("status") == "timeout" for r in records),
     }
+
+
+def _tokens(mode: str, stats: dict[str, Any]) -> str:
+    cached = stats.get("cached_tokens") or 0
+    return f"{mode} {stats['total_tokens']}" + (f" ({cached} cached)" if cached else "")
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -167,7 +176,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     overall = report["overall"]
     summary = ", ".join(f"{m} {_pct(overall[m]['accuracy'])} % of {overall[m]['n']}" for m in modes)
     lines.append(f"Overall accuracy: {summary}" + (f"; delta {report['delta']:+.1f} points." if "delta" in report else "."))
-    lines.append("Tokens: " + ", ".join(f"{m} {overall[m]['total_tokens']}" for m in modes) + ".")
+    lines.append("Tokens: " + ", ".join(_tokens(m, overall[m]) for m in modes) + ".")
     if report.get("paired"):
         lines += ["", "## Paired comparison (tasks answered in both modes)", "",
                   "| Benchmark | Tasks | Both right | Tools only | Baseline only | Neither | Δ points "

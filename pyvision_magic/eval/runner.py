@@ -90,10 +90,10 @@ class _MeteredModel(Model):
         return self.inner.name
 
     async def complete(self, messages: Sequence[dict[str, Any]], *, stop: Sequence[str] | None = None,
-                       on_delta: DeltaCallback | None = None) -> ModelReply:
+                       on_delta: DeltaCallback | None = None, cache_key: str | None = None) -> ModelReply:
         if self.runner._stop_reason is not None:
             raise BudgetSpent()
-        reply = await self.inner.complete(messages, stop=stop, on_delta=on_delta)
+        reply = await self.inner.complete(messages, stop=stop, on_delta=on_delta, cache_key=cache_key)
         self.runner._count(reply.usage)
         return reply
 

@@ -187,7 +187,7 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
             return None
         text, stopped = _truncate_at_stop(step.text, body.get("stop"))
         finish_reason = "stop" if stopped else step.finish
-        usage = self._usage(raw, text, step)
+        usage = self._usage(raw, text, step, chat._cached_tokens(body["messages"]))
         content = step.content if text == step.text else text
         if stream:
             return self._stream(
@@ -222,17 +222,17 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
         return self._send_json(rec, 200, completion)
 
     @staticmethod
-    def _usage(raw: bytes, text: str, step: Reply) -> dict:
+    def _usage(raw: bytes, text: str, step: Reply, cached: int = 0) -> dict:
         prompt = step.prompt_tokens if step.prompt_tokens is not None else len(raw) // 4
         words = len(text.split()) + len((step.refusal or "").split())
         completion = step.completion_tokens if step.completion_tokens is not None else words
         return {
             "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens": completion + step.reasoning_tokens,
+            "total_tokens": prompt + completion + step.reasoning_tokens,
+            "prompt_tokens_details": {"cached_tokens": min(cached, prompt // 128 * 128), "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": step.reasoning_tokens,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,

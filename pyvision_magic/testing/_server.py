@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import socket
 import socketserver
 import sys
@@ -57,6 +58,12 @@ class ChatServer:
         Record every request in `requests`.  A long-running server (an offline
         class) turns this off so memory does not grow with each request.
 
+    Usage reports ``prompt_tokens_details.cached_tokens`` as OpenAI's prefix
+    cache would: the tokens (body bytes // 4, the prompt estimate) of the
+    messages this request shares, from the first one on, with the previous
+    chat request the server answered, rounded down to a multiple of 128, and 0
+    below 1024.
+
     The script options are plain attributes and may be changed while running.
     """
 
@@ -91,6 +98,7 @@ class ChatServer:
         self._position = 0
         self._requests: list[RecordedRequest] = []
         self._completion_count = 0
+        self._last_messages: list[str] = []
         self._state = _State.NEW
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -227,6 +235,23 @@ class ChatServer:
             return
         with self._lock:
             self._requests.append(request)
+
+    def _cached_tokens(self, messages: list[Any]) -> int:
+        """Tokens of ``messages`` a prefix cache would hold after the previous request;
+        remembers ``messages`` for the next one."""
+        current = [json.dumps(m, separators=(",", ":")) for m in messages]
+        with self._lock:
+            previous, self._last_messages = self._last_messages, current
+        shared = 0
+        for mine, theirs in zip(current, previous):
+            if mine != theirs:
+                break
+            shared += 1
+        if not shared:
+            return 0
+        # The shared messages as they sit in the body: "[m1,m2,...".
+        tokens = (sum(len(m.encode()) for m in current[:shared]) + shared) // 4
+        return tokens // 128 * 128 if tokens >= 1024 else 0
 
     def _new_completion_id(self) -> str:
         # Counter-based ids keep transcripts deterministic across runs.

@@ -57,6 +57,9 @@ class Reply:
 
     ``None`` usage numbers are computed deterministically: prompt tokens are
     the request body length // 4, completion tokens the words in the content.
+    ``reasoning_tokens`` is reported in ``completion_tokens_details``; the
+    cached tokens in ``prompt_tokens_details`` are computed by the server (see
+    `ChatServer`).
     ``delay`` (seconds) passes before the response starts; ``chunk_delay``
     between streamed chunks.  Neither blocks other requests.
 
@@ -70,6 +73,7 @@ class Reply:
     text: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int = 0
     finish_reason: str | None = None
     delay: float = 0.0
     chunk_delay: float = 0.0

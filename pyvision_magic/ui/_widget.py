@@ -346,8 +346,10 @@ class SessionWidget(anywidget.AnyWidget):
     def code(self, turn: Turn) -> None:
         with self._lock, self.hold_sync():
             self._end_stream(turn.index)
+            self._take_usage()
             self._set_phase("tool", turn.index)
             self._update_turn(turn)
+            self._push_state()
 
     def _code_event(self, turn: Turn) -> None:
         self.code(turn)
@@ -393,16 +395,19 @@ class SessionWidget(anywidget.AnyWidget):
                                       "exec_status": turn.exec_status}
             if turn.index in self._drafts and self._drafts[turn.index] == turn.code:
                 del self._drafts[turn.index]
+            self._take_usage()
             if self.running:
                 self._set_phase("model", turn.index + 1)
             self._update_turn(turn, everything=turn.index in self._original)
             self._seen[turn.index]["outputs"] = self._turn_states[turn.index]["outputs"]
+            self._push_state()
 
     def answer_given(self, transcript: Transcript) -> None:
         with self._lock, self.hold_sync():
             self._answer = transcript.answer
             last = transcript.turns[-1]
             self._end_stream(last.index)
+            self._usage = transcript.usage
             self._update_turn(last)
             self._push_state()
 
@@ -434,6 +439,11 @@ class SessionWidget(anywidget.AnyWidget):
         self.forks = [*self.forks, {"turn": turn, "ref": f"anywidget:{view.model_id}"}]
 
     # -- state -------------------------------------------------------------------
+
+    def _take_usage(self) -> None:
+        # The header's token count follows each reply, not only the session's end.
+        if self._transcript is not None:
+            self._usage = self._transcript.usage
 
     def _end_stream(self, index: int) -> None:
         stream = self._streams.pop(index, None)
