@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import inspect
 import platform
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -244,9 +246,10 @@ class Session(LoggingConfigurable):
         turn.note = result.note
         turn.exec_seconds = result.duration
         if self._stop_requested and result.status in ("error", "timeout"):
-            # The user's Stop interrupted the tool: that is not a fault of the tool.
-            turn.outputs = [o for o in result.outputs
-                            if not (o.kind == "error" and o.ename == "KeyboardInterrupt")]
+            # The user's Stop interrupted the tool: that is not a fault of the tool, and
+            # the interrupt's own report (an error, or "KeyboardInterrupt" on stderr when
+            # it lands outside the tool's frame) is not the tool's output.
+            turn.outputs = _without_interrupt(result.outputs)
             turn.exec_status = "stopped"
             turn.note = "Stopped by the user while the tool was running."
         await self._emit("outputs", turn)
@@ -504,3 +507,24 @@ def _accepts(function: Callable[..., Any], name: str) -> bool:
         return False
     return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD
                                      for p in parameters.values())
+
+
+# A "KeyboardInterrupt" line (or ": message") ending the text, with its traceback if any.
+_INTERRUPT_REPORT = re.compile(
+    r"(?:Traceback \(most recent call last\):\n(?:.*\n)*?)?^KeyboardInterrupt(?::.*)?\s*\Z",
+    re.MULTILINE)
+
+
+def _without_interrupt(outputs: list[Any]) -> list[Any]:
+    """``outputs`` without what reports a KeyboardInterrupt (the user's Stop)."""
+    kept = []
+    for out in outputs:
+        if out.kind == "error" and out.ename == "KeyboardInterrupt":
+            continue
+        if out.kind == "text" and out.stream == "stderr" and "KeyboardInterrupt" in out.text:
+            text = _INTERRUPT_REPORT.sub("", out.text)
+            if not text.strip():
+                continue
+            out = dataclasses.replace(out, text=text)
+        kept.append(out)
+    return kept

@@ -425,3 +425,22 @@ def test_a_400_for_another_reason_keeps_the_stop_sequence(make_chat_server, imag
     assert session.transcript.status == "error" and "HTTP 400" in session.transcript.error
     assert model.use_stop, "stop must stay on when the endpoint's complaint was not about it"
     assert [("stop" in r.body) for r in server.chat_requests] == [True, False]
+
+
+def test_the_report_of_the_users_interrupt_is_not_kept_as_tool_output():
+    from pyvision_magic._records import Output
+    from pyvision_magic._session import _without_interrupt
+
+    outputs = [
+        Output(kind="text", stream="stdout", text="started\n"),
+        # Where the interrupt lands outside the tool's frame, ipykernel prints it on stderr.
+        Output(kind="text", stream="stderr", text="\nKeyboardInterrupt\n\n"),
+        Output(kind="text", stream="stderr", text="warning: slow\nTraceback (most recent call "
+               "last):\n  File \"x.py\", line 1, in f\nKeyboardInterrupt\n"),
+        Output(kind="error", ename="KeyboardInterrupt", evalue="", text="Traceback ..."),
+        Output(kind="text", stream="stderr", text="KeyboardInterrupt is mentioned, then more\n"),
+    ]
+    kept = _without_interrupt(outputs)
+    assert [(o.stream, o.text) for o in kept] == [
+        ("stdout", "started\n"), ("stderr", "warning: slow\n"),
+        ("stderr", "KeyboardInterrupt is mentioned, then more\n")]

@@ -450,3 +450,25 @@ def test_the_header_says_when_the_tools_run_unsandboxed(workspace, images):
     view = SessionWidget("q", images, "m", notice=off)
     assert view.header["notice"] == off
     assert view.header["images"][0]["variable"] == "image_clue_0"
+
+
+def test_edit_bookkeeping_drafts_originals_and_what_turns_stale():
+    from pyvision_magic.ui._edits import EditLog
+
+    code = {0: "a = 1", 1: "b = a", 2: None}
+    log = EditLog(code.get)
+    for i in range(3):
+        assert not log.outputs_shown(i, code[i], "ok", [{"text": f"out {i}"}], rerun=False)
+    log.draft(0, "a = 2")
+    assert log.fields(0)["draft"] == "a = 2"
+    code[0] = "a = 2"
+    assert log.outputs_shown(0, "a = 2", "ok", [{"text": "new"}], rerun=True)
+    first = log.fields(0)
+    assert first["edited"] and first["draft"] is None
+    assert first["original"] == {"code": "a = 1", "outputs": [{"text": "out 0"}],
+                                 "exec_status": "ok"}
+    assert [log.fields(i)["stale"] for i in range(3)] == [None, 1, 1]
+    code[0] = "a = 1"  # rerun with the model's code again: nothing is stale any more
+    assert log.outputs_shown(0, "a = 1", "ok", [{"text": "out 0"}], rerun=True)
+    assert not log.fields(0)["edited"] and log.first_edited() is None
+    assert [log.fields(i)["stale"] for i in range(3)] == [None, None, None]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import copy
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ from .._records import ImageInput, Usage
 from .._render import INPUT_SIZES, OUTPUT_SIZES, prose
 from .._render import _code_html as code_html
 from .._transcript import Transcript, Turn
+from ._edits import EditLog
 from ._state import MediaStore, outputs_state
 from ._stream import ReplyStream
 
@@ -117,12 +117,10 @@ class SessionWidget(anywidget.AnyWidget):
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._transcript: Transcript | None = None
         self._turn_states: list[dict[str, Any]] = []
-        self._outputs_cache: dict[int, tuple[int, int, list[dict[str, Any]]]] = {}
+        self._outputs_cache: dict[int, tuple[list[Any], int, list[dict[str, Any]]]] = {}
         self._streams: dict[int, ReplyStream] = {}
         self._outputs_tail: asyncio.Future[None] | None = None
-        self._seen: dict[int, dict[str, Any]] = {}
-        self._original: dict[int, dict[str, Any]] = {}
-        self._drafts: dict[int, str] = {}
+        self._edits = EditLog(self._turn_code)
         self._busy: dict[int, bool] = {}
         self._messages: dict[int, tuple[str, bool]] = {}
         self._inherited = fork_of or 0
@@ -205,12 +203,7 @@ class SessionWidget(anywidget.AnyWidget):
 
     def _set_draft(self, index: int, code: str) -> None:
         with self._lock:
-            turn = self._turn_obj(index)
-            saved = turn.code if turn is not None else None
-            if code == (saved or ""):
-                self._drafts.pop(index, None)
-            else:
-                self._drafts[index] = code
+            self._edits.draft(index, code)
             self._refresh_turn(index)
 
     def _start_action(self, name: str, index: int, code: str) -> None:
@@ -387,19 +380,13 @@ class SessionWidget(anywidget.AnyWidget):
     def outputs(self, turn: Turn) -> None:
         with self._lock, self.hold_sync():
             self._end_stream(turn.index)
-            seen = self._seen.get(turn.index)
-            if not self.running and seen is not None and turn.index not in self._original:
-                # A rerun: what the model's own code gave stays one click away.
-                self._original[turn.index] = seen
-            self._seen[turn.index] = {"code": turn.code, "outputs": [],
-                                      "exec_status": turn.exec_status}
-            if turn.index in self._drafts and self._drafts[turn.index] == turn.code:
-                del self._drafts[turn.index]
+            # A rerun (the session is not running) keeps what the turn showed before.
+            others = self._edits.outputs_shown(turn.index, turn.code, turn.exec_status,
+                                               self._outputs_of(turn), rerun=not self.running)
             self._take_usage()
             if self.running:
                 self._set_phase("model", turn.index + 1)
-            self._update_turn(turn, everything=turn.index in self._original)
-            self._seen[turn.index]["outputs"] = self._turn_states[turn.index]["outputs"]
+            self._update_turn(turn, everything=others)
             self._push_state()
 
     def answer_given(self, transcript: Transcript) -> None:
@@ -461,7 +448,7 @@ class SessionWidget(anywidget.AnyWidget):
         now = time.monotonic()
         elapsed = 0.0 if self._started is None else (self._ended or now) - self._started
         usage = self._usage
-        stale = self._first_edited()
+        stale = self._edits.first_edited()
         self.state = {
             "status": self._status, "answer": self._answer, "error": self._error,
             "usage": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens,
@@ -472,11 +459,6 @@ class SessionWidget(anywidget.AnyWidget):
             "phase_turn": self._phase_turn, "live_tokens": self._live_tokens,
             "stale_answer": None if stale is None or self._answer is None else stale + 1,
         }
-
-    def _first_edited(self) -> int | None:
-        edited = [i for i, original in self._original.items()
-                  if self._turn_code(i) != original.get("code")]
-        return min(edited) if edited else None
 
     def _turn_obj(self, index: int) -> Turn | None:
         turns = self._transcript.turns if self._transcript is not None else []
@@ -490,26 +472,25 @@ class SessionWidget(anywidget.AnyWidget):
         while len(self._turn_states) <= index:
             self._turn_states.append({"index": len(self._turn_states)})
 
-    def _turn_state(self, turn: Turn) -> dict[str, Any]:
+    def _outputs_of(self, turn: Turn) -> list[dict[str, Any]]:
+        """The turn's outputs as the view's dicts, made once per list of outputs."""
         cached = self._outputs_cache.get(turn.index)
-        if cached is not None and cached[0] == id(turn.outputs) and cached[1] == len(turn.outputs):
-            outputs = cached[2]
-        else:
-            outputs = outputs_state(turn.outputs, self._media)
-            self._outputs_cache[turn.index] = (id(turn.outputs), len(turn.outputs), outputs)
-        original = self._original.get(turn.index)
-        edited = original is not None and original.get("code") != turn.code
-        first = self._first_edited()
+        # The list itself is kept (not its id, which a new list could reuse after a rerun).
+        if cached is not None and cached[0] is turn.outputs and cached[1] == len(turn.outputs):
+            return cached[2]
+        outputs = outputs_state(turn.outputs, self._media)
+        self._outputs_cache[turn.index] = (turn.outputs, len(turn.outputs), outputs)
+        return outputs
+
+    def _turn_state(self, turn: Turn) -> dict[str, Any]:
+        outputs = self._outputs_of(turn)
         message, error = self._messages.get(turn.index, ("", False))
         return {
             "index": turn.index, "prose": prose(turn.text, turn.code), "code": turn.code,
             "streaming": False, "exec_status": turn.exec_status, "note": turn.note,
             "seconds": round(turn.exec_seconds, 2), "model_seconds": round(turn.model_seconds, 2),
             "tokens": turn.usage.total_tokens, "outputs": outputs,
-            "inherited": turn.index < self._inherited, "edited": edited,
-            "draft": self._drafts.get(turn.index),
-            "original": copy.copy(original) if edited else None,
-            "stale": first + 1 if first is not None and turn.index > first else None,
+            "inherited": turn.index < self._inherited, **self._edits.fields(turn.index),
             "message": message, "message_error": error, "busy": bool(self._busy.get(turn.index)),
         }
 
