@@ -93,7 +93,7 @@ def test_forked_kernel_matches_a_launched_one(loop, secret_env):  # noqa: F811
 
 
 def test_interrupt_and_death_of_a_forked_kernel(loop):  # noqa: F811
-    kernel = ChildKernel(timeout=1.0, interrupt_grace=1.0)
+    kernel = ChildKernel(timeout=1.0, interrupt_grace=10.0)  # grace only waits if the interrupt fails
     loop.run(kernel.start())
     try:
         loop.run(kernel.bind_images([png_input()]))
@@ -151,7 +151,7 @@ def test_a_template_that_cannot_start_falls_back_to_a_launch(loop, monkeypatch, 
 
 
 def test_launched_kernel_times_out_dies_and_recovers(loop):  # noqa: F811
-    kernel = ChildKernel(fork=False, timeout=1.0, interrupt_grace=1.0)
+    kernel = ChildKernel(fork=False, timeout=1.0, interrupt_grace=10.0)
     loop.run(kernel.start())
     try:
         assert _parent_of(kernel.pid) == os.getpid()
