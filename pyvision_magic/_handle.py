@@ -77,7 +77,10 @@ class Workspace:
             await kernel.start()
         else:
             pool = self._get_pool()
-            kernel = await pool.acquire() if pool is not None else ChildKernel(parent=self.settings)
+            # A kernel still starting is fine: the session sends its first request
+            # while the start finishes.
+            kernel = (await pool.acquire(wait=False) if pool is not None
+                      else ChildKernel(parent=self.settings))
             await kernel.choose_isolation()  # known before the session starts, to be told
         await self._evict()
         return kernel

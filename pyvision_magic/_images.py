@@ -142,6 +142,7 @@ def encode_for_model(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     line_art_max_pixels: int = DEFAULT_LINE_ART_MAX_PIXELS,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    short_side: int | None = None,
 ) -> tuple[str, bytes]:
     """Choose the bytes to send to the model for an image (see the module rules).
 
@@ -155,6 +156,11 @@ def encode_for_model(
         Pixel budget for line art, which is sent as lossless PNG.
     jpeg_quality : int
         JPEG quality for photos, 1 to 95.
+    short_side : int, optional
+        The short side the endpoint scales photos down to (768 for OpenAI's high
+        detail). A photo that is downscaled anyway is sent at that size when it is
+        smaller than the budget's, its long side rounded down, so that rounding never
+        adds a column of tiles (a 4:3 photo goes as 1024x768, not 1182x886).
 
     Returns
     -------
@@ -196,6 +202,8 @@ def encode_for_model(
     if line_art and sendable_jpeg and size[0] * size[1] <= line_art_max_pixels:
         return "image/jpeg", image.data
     target = _fit(size, line_art_max_pixels if line_art else max_pixels)
+    if short_side and not line_art and target != size:
+        target = _fit_short_side(size, short_side, target)
     if line_art and is_jpeg and im.size[0] < target[0]:
         # The draft was for the smaller photo budget: decode again for the line-art one.
         with _decoding(image.name):
@@ -452,6 +460,19 @@ def _fit(size: tuple[int, int], budget: int) -> tuple[int, int]:
     if new_long * new_short > budget:  # rounding up overshot: rounding down is within 1 px too
         new_short = max(1, new_short - 1)
     return (new_short, new_long) if flip else (new_long, new_short)
+
+
+def _fit_short_side(size: tuple[int, int], short_side: int,
+                    target: tuple[int, int]) -> tuple[int, int]:
+    """``size`` scaled to ``short_side`` (long side rounded down), if smaller than ``target``."""
+    width, height = size
+    if min(width, height) <= short_side:
+        return target
+    if width >= height:
+        grid = (max(1, width * short_side // height), short_side)
+    else:
+        grid = (short_side, max(1, height * short_side // width))
+    return grid if grid[0] * grid[1] < target[0] * target[1] else target
 
 
 def _encode(im: Image.Image, fmt: str, **options: Any) -> bytes:

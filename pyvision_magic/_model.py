@@ -16,6 +16,12 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, vali
 from traitlets import Callable as CallableTrait
 from traitlets.config import LoggingConfigurable
 
+from ._endpoints import (
+    OPENAI_SHORT_SIDE,
+    known_openai_host,
+    openrouter_claude,
+    with_cache_control,
+)
 from ._errors import (
     ConfigError,
     ModelAuthError,
@@ -183,6 +189,23 @@ class OpenAIModel(Model, LoggingConfigurable):
         "endpoint; 'off' never. Left out for the rest of the session if the endpoint "
         "refuses it.",
     ).tag(config=True)
+    cache_control = Enum(
+        ["auto", "on", "off"],
+        "auto",
+        help="Mark Anthropic-style 'cache_control' breakpoints (after the system prompt "
+        "and the last message) so that Claude caches the session's prefix. 'auto' marks "
+        "them only for anthropic/... models on OpenRouter, which passes them on; 'on' "
+        "for any endpoint; 'off' never.",
+    ).tag(config=True)
+    image_rules = Enum(
+        ["auto", "openai", "plain"],
+        "auto",
+        help="How the endpoint treats images. 'openai': it honours an image's 'detail' "
+        "(older tool images then go at low detail) and tiles the image in 512 px squares "
+        "after fitting its short side to 768 px (photos are sent at that size, e.g. "
+        "1024x768 for 4:3). 'plain': neither. 'auto': 'openai' for api.openai.com and "
+        "Azure OpenAI, else 'plain'.",
+    ).tag(config=True)
     reply_deadline = Float(
         300.0,
         allow_none=True,
@@ -205,7 +228,7 @@ class OpenAIModel(Model, LoggingConfigurable):
 
     @default("max_tokens_param")
     def _default_max_tokens_param(self) -> str:
-        return "max_completion_tokens" if _known_openai_host(self.endpoint) else "max_tokens"
+        return "max_completion_tokens" if known_openai_host(self.endpoint) else "max_tokens"
 
     @validate("max_tokens", "max_reply_chars", "reply_deadline", "request_timeout")
     def _positive(self, proposal: Any) -> Any:
@@ -217,6 +240,7 @@ class OpenAIModel(Model, LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client: Any = None
+        _import_openai_soon()
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -300,6 +324,8 @@ class OpenAIModel(Model, LoggingConfigurable):
         import openai
 
         client = self._get_client()
+        if self._sends_cache_control():
+            messages = with_cache_control(messages)
         params: dict[str, Any] = {"model": self.model, "messages": list(messages)}
         if self.temperature is not None:
             params["temperature"] = self.temperature
@@ -375,10 +401,30 @@ class OpenAIModel(Model, LoggingConfigurable):
             self.prompt_cache_key = "off"
             self.log.info("endpoint refused prompt_cache_key; continuing without it")
 
+    def _openai_images(self) -> bool:
+        if self.image_rules != "auto":
+            return self.image_rules == "openai"
+        return known_openai_host(self.endpoint)
+
+    @property
+    def honours_detail(self) -> bool:
+        """True when the endpoint honours an image part's ``detail`` field."""
+        return self._openai_images()
+
+    @property
+    def image_short_side(self) -> int | None:
+        """Short side (px) the endpoint scales photos down to, when it is known."""
+        return OPENAI_SHORT_SIDE if self._openai_images() else None
+
+    def _sends_cache_control(self) -> bool:
+        if self.cache_control != "auto":
+            return self.cache_control == "on"
+        return openrouter_claude(self.endpoint, self.model)
+
     def _sends_cache_key(self) -> bool:
         if self.prompt_cache_key != "auto":
             return self.prompt_cache_key == "on"
-        return _known_openai_host(self.endpoint)
+        return known_openai_host(self.endpoint)
 
     async def _request(
         self, client: Any, params: dict[str, Any], on_delta: DeltaCallback | None, stop_sent: bool
@@ -604,10 +650,16 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _known_openai_host(url: str) -> bool:
-    """True for OpenAI's and Azure OpenAI's endpoints, whose extra fields we know."""
-    host = (urlsplit(url).hostname or "").lower()
-    return host == "openai.com" or host.endswith((".openai.com", ".openai.azure.com"))
+def _import_openai_soon() -> None:
+    """Import ``openai`` (0.4-0.7 s) in a thread, so the first request does not wait for
+    it after the images are encoded and the kernel started. Python's import lock makes
+    an ``import openai`` elsewhere wait for this one instead of importing twice."""
+    import sys
+    import threading
+
+    if "openai" not in sys.modules:
+        threading.Thread(target=__import__, args=("openai",), name="pyvision-import-openai",
+                         daemon=True).start()
 
 
 def _wire(params: dict[str, Any]) -> dict[str, Any]:

@@ -16,11 +16,19 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from jupyter_core.utils import run_sync
-from traitlets import Float, Int
+from traitlets import Enum, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from ._errors import ConfigError, KernelError, ModelError, PyVisionError
 from ._executor import Executor
+from ._history import (
+    DEFAULT_IMAGE_HISTORY,
+    IMAGE_HISTORY,
+    LOW_DETAIL_PIXELS,
+    SentImage,
+    history_note,
+    with_image_history,
+)
 from ._hooks import Callbacks
 from ._model import Model
 from ._parsing import parse_reply
@@ -77,6 +85,14 @@ class Session(LoggingConfigurable):
         1024 * 1024,
         help="Pixel budget of each photo sent to the model (line art stays lossless).",
     ).tag(config=True)
+    image_history = Enum(
+        list(IMAGE_HISTORY),
+        DEFAULT_IMAGE_HISTORY,
+        help="How a tool's image is sent again once the model has seen it in full: 'full' "
+        "(unchanged), 'low' (a 512x512 re-encode, low detail where the endpoint honours "
+        "it) or 'placeholder' (a note; display(image_clue_N) shows it again). The "
+        "question's images always go in full.",
+    ).tag(config=True)
 
     def __init__(
         self,
@@ -112,6 +128,10 @@ class Session(LoggingConfigurable):
         self._restart_first = False
         self._callbacks = {name: Callbacks() for name in EVENTS}
         self._urls: dict[str, str] = {}
+        #: Tool images by their full-detail URL, and the URLs the model has seen in full.
+        self._tool_images: dict[str, SentImage] = {}
+        self._tool_inputs: dict[str, ImageInput] = {}
+        self._seen_full: set[str] = set()
         self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._model_task: asyncio.Future[Any] | None = None
@@ -192,7 +212,8 @@ class Session(LoggingConfigurable):
 
         key = hashlib.sha1(image.data).hexdigest()
         if key not in self._urls:
-            mime, data = encode_for_model(image, max_pixels=self.max_pixels)
+            mime, data = encode_for_model(image, max_pixels=self.max_pixels,
+                                          short_side=getattr(self.model, "image_short_side", None))
             self._urls[key] = to_data_url(mime, data)
         return self._urls[key]
 
@@ -210,10 +231,42 @@ class Session(LoggingConfigurable):
                 await asyncio.to_thread(self._image_url, image)
 
     async def _feedback(self, result: ExecutionResult, last_turn: bool) -> dict[str, Any]:
-        await self._encode_images(
-            [output_as_image(o) for o in result.outputs if o.kind == "image" and o.data]
-        )
+        images = [output_as_image(o) for o in result.outputs if o.kind == "image" and o.data]
+        await self._encode_images(images)
+        for image in images:
+            url = self._image_url(image)
+            if url not in self._tool_images:
+                self._tool_images[url] = SentImage(image.name, image.width, image.height)
+                self._tool_inputs[url] = image
         return feedback_message(result.outputs, result.note, self._image_url, last_turn=last_turn)
+
+    def _low_url(self, url: str) -> None:
+        from ._images import encode_for_model, to_data_url
+
+        image = self._tool_inputs[url]
+        mime, data = encode_for_model(image, max_pixels=LOW_DETAIL_PIXELS,
+                                      line_art_max_pixels=LOW_DETAIL_PIXELS)
+        self._tool_images[url] = dataclasses.replace(self._tool_images[url],
+                                                     low_url=to_data_url(mime, data))
+
+    async def _outgoing(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The messages as sent: tool images the model has seen go per ``image_history``."""
+        if self.image_history == "low":
+            for url in self._seen_full:
+                if self._tool_images[url].low_url is None:
+                    await asyncio.to_thread(self._low_url, url)
+        return with_image_history(messages, self.image_history, self._tool_images,
+                                  self._seen_full,
+                                  detail=bool(getattr(self.model, "honours_detail", False)))
+
+    def _mark_seen(self, sent: list[dict[str, Any]]) -> None:
+        for message in sent:
+            content = message.get("content")
+            if isinstance(content, list):
+                for part in content:
+                    url = part.get("image_url", {}).get("url") if isinstance(part, dict) else None
+                    if url in self._tool_images:
+                        self._seen_full.add(url)
 
     async def _prepare_executor(self) -> None:
         with _executor_faults():
@@ -302,6 +355,7 @@ class Session(LoggingConfigurable):
             max_turns=self.max_turns,
             timeout=self.timeout,
             max_pixels=self.max_pixels,
+            image_history=self.image_history,
         )
         child._restart_first = child.executor is self.executor
         return child
@@ -356,9 +410,12 @@ class Session(LoggingConfigurable):
         python = getattr(self.executor, "python_version", None) or platform.python_version()
         last = t.max_turns - 1
         await self._encode_images(t.images)
+        instructions = system_prompt(libraries=libraries, python=python, timeout=self.timeout,
+                                     network=network)
+        if history_note(self.image_history):
+            instructions += " " + history_note(self.image_history)
         messages: list[dict[str, Any]] = [
-            {"role": "system", "content": system_prompt(libraries=libraries, python=python,
-                                                        timeout=self.timeout, network=network)},
+            {"role": "system", "content": instructions},
             question_message(t.question, t.images, self._image_url, last_turn=last == 0),
         ]
         if self._history:
@@ -390,8 +447,9 @@ class Session(LoggingConfigurable):
             # A Model written before cache_key existed still works: it just gets none.
             extra = {"cache_key": self.cache_key} if _accepts(self.model.complete,
                                                                "cache_key") else {}
+            sent = await self._outgoing(messages)
             self._model_task = asyncio.ensure_future(
-                self.model.complete(messages, stop=STOP_SEQUENCES, on_delta=on_delta, **extra)
+                self.model.complete(sent, stop=STOP_SEQUENCES, on_delta=on_delta, **extra)
             )
             try:
                 reply = await self._model_task
@@ -407,6 +465,7 @@ class Session(LoggingConfigurable):
                 self._model_task = None
                 turn.model_seconds = time.monotonic() - started
                 turn.text = "".join(pieces)  # what arrived, if the reply broke off
+            self._mark_seen(sent)
             turn.text = reply.text
             turn.usage = reply.usage
             t.usage = t.usage + reply.usage

@@ -106,6 +106,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
         p.add_argument(
             "--max-turns", type=positive_int, default=10, help="most model replies (default: 10)"
         )
+        p.add_argument(
+            "--image-history",
+            choices=["full", "low", "placeholder"],
+            default=None,
+            help="how a tool's image goes in later requests once the model has seen it: "
+            "full, low (a 512x512 copy; the default) or placeholder (a note)",
+        )
     p.add_argument(
         "--timeout",
         type=positive_seconds,
@@ -259,8 +266,10 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
     if progress is not None:
         progress.header(question, images)
     kernel = ChildKernel(sandbox=args.sandbox)
+    history = getattr(args, "image_history", None)
     session = Session(question, images, model=model, executor=kernel,
-                      max_turns=max_turns, timeout=args.timeout)
+                      max_turns=max_turns, timeout=args.timeout,
+                      **({"image_history": history} if history else {}))
     try:
         isolation = await kernel.choose_isolation()
     except Exception:  # noqa: BLE001 - the session reports it (the kernel cannot start)

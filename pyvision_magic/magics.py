@@ -141,6 +141,9 @@ class PyVisionMagics(Magics):
     @argument("--api-key-env", metavar="VAR", help="variable holding the API key")
     @argument("--max-turns", type=int, help="most model replies (default: 10)")
     @argument("--timeout", type=float, help="seconds one tool may run (default: 60)")
+    @argument("--image-history", choices=["full", "low", "placeholder"],
+              help="how a tool's image goes in later requests once seen: full, low "
+              "(default) or placeholder")
     @argument("--save", metavar="PATH", help="write the transcript JSON to PATH at the end")
     @argument("--sandbox", action="store_true",
               help="refuse to run the tools outside the sandbox (default: sandboxed where "
@@ -278,7 +281,8 @@ class PyVisionMagics(Magics):
             self.workspace.runner.submit(self.workspace.new_kernel(sandbox=sandbox))
         )
         session = Session(question, images, model=model, executor=kernel, parent=s,
-                          max_turns=max_turns, timeout=timeout)
+                          max_turns=max_turns, timeout=timeout,
+                          **({"image_history": args.image_history} if args.image_history else {}))
         view = None
         if getattr(self.shell, "kernel", None) is not None and not self.workspace.static_only():
             from .ui import SessionWidget

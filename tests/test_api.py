@@ -45,3 +45,25 @@ def test_errors_share_one_root():
         obj = getattr(pyvision_magic, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, pyvision_magic.PyVisionError), name
+
+
+def test_the_readme_python_example_runs_against_a_loopback_endpoint(tmp_path, chat_server):
+    """The README's "From Python" example, as written, with only the endpoint pointed here."""
+    import os
+    import re
+    from pathlib import Path
+
+    from conftest import code_reply
+    from PIL import Image
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"### From Python\n\n```python\n(.*?)```", readme, re.S).group(1)
+    Image.new("RGB", (64, 48), "gold").save(tmp_path / "coins.png")
+    chat_server.script = [code_reply("print(image_clue_0.size)"), "<answer>1</answer>"]
+    env = {**os.environ, "OPENAI_BASE_URL": chat_server.base_url, "OPENAI_API_KEY": "sk-test"}
+    out = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("answered 1")
+    feedback = chat_server.chat_requests[1].body["messages"][-1]["content"][0]["text"]
+    assert "(64, 48)" in feedback

@@ -498,6 +498,43 @@ def test_pool_hands_over_ready_kernels_and_refills(loop):
     assert was_ready and answer == "5\n" and refilled == 1
 
 
+def test_pool_hands_over_a_kernel_still_starting_without_waiting(loop):
+    async def scenario() -> tuple[bool, str, bool]:
+        pool = KernelPool(size=1)
+        pool._refill()  # started, not waited for
+        kernel = await pool.acquire(wait=False)
+        handed_over_starting = not kernel.is_ready
+        await kernel.start()  # waits for the start already under way
+        answer = text_of(await kernel.execute("print(6 * 7)"))
+        await kernel.shutdown()
+        await pool.shutdown()
+        return handed_over_starting, answer, kernel.is_ready
+
+    handed_over_starting, answer, _ = loop.run(scenario())
+    assert handed_over_starting and answer == "42\n"
+
+
+def test_a_kernel_handed_over_starting_reports_its_own_failed_start(loop):
+    from pyvision_magic import KernelStartError
+
+    async def scenario() -> str:
+        pool = KernelPool(size=1)
+        pool.config.ChildKernel.kernel_name = "no-such-kernelspec"
+        pool._refill()
+        kernel = await pool.acquire(wait=False)
+        try:
+            await kernel.start()
+        except KernelStartError as exc:
+            return str(exc)
+        finally:
+            await kernel.shutdown()
+            await pool.shutdown()
+        return "started"
+
+    message = loop.run(scenario())
+    assert "no-such-kernelspec" in message
+
+
 def _children() -> set[int]:
     from pyvision_magic.kernel._env import kernel_tree
 

@@ -60,22 +60,34 @@ class KernelPool(LoggingConfigurable):
         """Number of kernels that can be handed over at once."""
         return sum(task.done() and not task.exception() for _, task in self._pending)
 
-    async def acquire(self) -> ChildKernel:
+    async def acquire(self, wait: bool = True) -> ChildKernel:
         """A started kernel: a ready one at once, else the first to finish starting.
+
+        ``wait=False`` hands over a ready kernel if there is one, else one that is
+        still starting (its :meth:`ChildKernel.start` waits for that start), so the
+        caller can overlap the rest of the start with its own work: a session sends
+        its first request meanwhile.
 
         Raises
         ------
         KernelStartError
-            If no kernel can be started.
+            If no kernel can be started (with ``wait=False``, raised by the kernel's
+            own ``start()`` instead).
         """
         if self._closed:
             raise KernelError("This pool was shut down; create a new KernelPool.")
         self._refill()
         if not self._pending:  # size 0: nothing kept warm
             kernel = ChildKernel(parent=self)
-            await kernel.start()
+            if wait:
+                await kernel.start()
             return kernel
         done = [entry for entry in self._pending if entry[1].done()]
+        if not done and not wait:
+            kernel, task = self._pending.pop(0)
+            self._refill()
+            task.add_done_callback(_seen)  # the kernel's own start() reports a failure
+            return kernel
         if not done:
             await asyncio.wait([task for _, task in self._pending], return_when=asyncio.FIRST_COMPLETED)
             done = [entry for entry in self._pending if entry[1].done()]
@@ -84,6 +96,8 @@ class KernelPool(LoggingConfigurable):
         self._refill()
         if task.exception() is not None:
             await kernel.shutdown()
+            if not wait:  # a new kernel, whose start() will say what is wrong
+                return ChildKernel(parent=self)
             raise KernelStartError(
                 "A pooled kernel failed to start; check the kernel settings and try again."
             ) from task.exception()
@@ -97,3 +111,8 @@ class KernelPool(LoggingConfigurable):
         for _, task in pending:
             if task.done() and not task.cancelled():
                 task.exception()  # mark a failed start as seen
+
+
+def _seen(task: "asyncio.Future[None]") -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: the kernel's start() raises it to its caller
