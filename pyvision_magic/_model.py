@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
+import threading
 import time
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -240,7 +242,9 @@ class OpenAIModel(Model, LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client: Any = None
-        _import_openai_soon()
+        self._client_params: dict[str, Any] = {}
+        self._client_lock = threading.Lock()
+        _import_openai_soon(self)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -265,16 +269,27 @@ class OpenAIModel(Model, LoggingConfigurable):
         )
 
     def _get_client(self) -> Any:
-        if self._client is None:
-            from openai import AsyncOpenAI
+        with self._client_lock:  # warm_up() may be building it in a thread
+            params = {"api_key": self._api_key(), "base_url": self.base_url,
+                      "timeout": self.request_timeout}
+            if self._client is not None and params != self._client_params:
+                # Built ahead of time, and the settings changed since: it never connected.
+                self._client = None
+            if self._client is None:
+                from openai import AsyncOpenAI
 
-            self._client = AsyncOpenAI(
-                api_key=self._api_key(),
-                base_url=self.base_url,
-                max_retries=0,  # retried in _retrying, which reports each wait
-                timeout=self.request_timeout,
-            )
-        return self._client
+                # max_retries=0: retried in _retrying, which reports each wait
+                self._client = AsyncOpenAI(max_retries=0, **params)
+                self._client_params = params
+            return self._client
+
+    def warm_up(self) -> None:
+        """Build the HTTP client now (its TLS set-up takes ~0.1 s); called by a Session in
+        a thread when it starts, so that the first request does not wait for it."""
+        try:
+            self._get_client()
+        except Exception:  # noqa: BLE001 - the first request reports any fault
+            pass
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -650,16 +665,34 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _import_openai_soon() -> None:
-    """Import ``openai`` (0.4-0.7 s) in a thread, so the first request does not wait for
-    it after the images are encoded and the kernel started. Python's import lock makes
-    an ``import openai`` elsewhere wait for this one instead of importing twice."""
-    import sys
-    import threading
-
-    if "openai" not in sys.modules:
-        threading.Thread(target=__import__, args=("openai",), name="pyvision-import-openai",
+def _import_openai_soon(model: OpenAIModel) -> None:
+    """Import ``openai`` and what its first request needs (0.5-1 s in all: the client's
+    transport, the response types, the stream decoder) in a thread, so the first request
+    does not wait for it after the images are encoded and the kernel started. Python's
+    import lock makes an import elsewhere wait for this one instead of importing twice."""
+    if "openai" not in sys.modules or model._client is None:
+        threading.Thread(target=_warm_openai, args=(model,), name="pyvision-import-openai",
                          daemon=True).start()
+
+
+def _warm_openai(model: OpenAIModel) -> None:
+    if "openai" in sys.modules:
+        model.warm_up()
+        return
+    try:
+        import numpy  # noqa: F401 - the image encoder's, needed before the first request
+        import openai
+        import openai._streaming  # noqa: F401
+        import openai.lib.streaming.chat  # noqa: F401
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: F401
+
+        # A client imports its HTTP transport and resources lazily; this one never connects.
+        openai.AsyncOpenAI(api_key="warm-up", base_url="http://127.0.0.1:9/v1",
+                           max_retries=0).chat.completions  # noqa: B018
+        import anyio._backends._asyncio  # noqa: F401 - what the first request imports
+    except Exception:  # noqa: BLE001 - only a warm-up: the real request reports any fault
+        return
+    model.warm_up()  # its own client, with its TLS set-up (~50 ms)
 
 
 def _wire(params: dict[str, Any]) -> dict[str, Any]:

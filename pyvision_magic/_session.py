@@ -135,6 +135,7 @@ class Session(LoggingConfigurable):
         self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._model_task: asyncio.Future[Any] | None = None
+        self._warming: asyncio.Future[None] | None = None
         self._interrupter: asyncio.Future[None] | None = None
         self._executing = False
         #: The error that ended the session with status ``error``, if any.
@@ -374,6 +375,9 @@ class Session(LoggingConfigurable):
         await self._emit("status", self.transcript)
         # Start the kernel while the first model request is in flight.
         prepare = asyncio.ensure_future(self._prepare_executor())
+        warm_up = getattr(self.model, "warm_up", None)
+        if callable(warm_up):  # e.g. the HTTP client's TLS set-up, while images are encoded
+            self._warming = asyncio.ensure_future(asyncio.to_thread(warm_up))
         try:
             status = await self._loop_turns(prepare)
         except PyVisionError as exc:

@@ -171,6 +171,7 @@ class ChildKernel(Executor, LoggingConfigurable):
         self._conn: KernelConnection | None = None
         self._workspace: Workspace | None = None
         self._interpreter: dict[str, str] = {}
+        self._libraries_probe: asyncio.Future[list[str]] | None = None
         self._images: list[ImageInput] = []
         self._bound_names: list[str] = []
         self._libraries: list[str] | None = None
@@ -269,6 +270,11 @@ class ChildKernel(Executor, LoggingConfigurable):
         if self._start_task is None:
             self._state = _State.STARTING
             self._start_task = asyncio.ensure_future(self._first_start())
+            if self.kernel_name is None and libraries_of_this_interpreter_if_known() is None:
+                # Probed meanwhile (~20-100 ms of package metadata), so that a session
+                # given this kernel does not wait for it before its first request.
+                self._libraries_probe = asyncio.ensure_future(
+                    asyncio.to_thread(libraries_of_this_interpreter))
         task = self._start_task
         try:
             # shield: one cancelled waiter must not cancel the start others wait for.
@@ -430,7 +436,8 @@ class ChildKernel(Executor, LoggingConfigurable):
             if self.kernel_name is None:
                 # A thread: the first probe reads package metadata for ~0.1 s.
                 self._libraries = (libraries_of_this_interpreter_if_known()
-                                   or await asyncio.to_thread(libraries_of_this_interpreter))
+                                   or await (self._libraries_probe
+                                             or asyncio.to_thread(libraries_of_this_interpreter)))
             else:
                 await self.start()
                 async with self._get_lock():
