@@ -414,6 +414,7 @@ class Session(LoggingConfigurable):
 
             if parsed.answer is not None:
                 turn.answer = t.answer = parsed.answer
+                turn.raw_answer = parsed.raw_answer
                 await self._emit("answer", t)
                 return "answered"
             if parsed.code is None and reply.refusal:
