@@ -61,6 +61,9 @@ def _png_bytes(color="red", size=(30, 20)) -> bytes:
     ("--replay {bad_json}", "x", "is not a valid pyvision transcript"),
     ("--replay {good_json} -i img", "x", "--replay takes the images from the saved session"),
     ("-i img --model m", "q", "OPENAI_API_KEY"),
+    ("-i img --prompt-profile qwen", "q", "Unknown prompt profile 'qwen'; use one of: default, "
+     "pyvision-format."),
+    ("-i img --system-prompt /no/such.txt", "q", "/no/such.txt was not found"),
 ])
 def test_bad_input_is_a_one_line_usage_error(shell, tmp_path, line, cell, message):
     from PIL import Image
@@ -103,6 +106,7 @@ def test_the_help_lists_every_option(shell):
     doc = shell.find_cell_magic("pyvision").__doc__
     for option in ("-i IMAGE", "--bgr", "--model", "--base-url", "--max-turns", "--timeout",
                    "--save", "--sandbox", "-o NAME", "--replay FILE", "%pyvision kernels",
+                   "--prompt-profile NAME", "--system-prompt FILE",
                    "%pyvision export"):
         assert option in doc
 
