@@ -19,8 +19,8 @@ closing tag, or leaves ``</code`` of it), and the answer forms of
 
 from __future__ import annotations
 
+import os
 import re
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -73,8 +73,15 @@ def _fences(text: str) -> Iterator[_Fence]:
 
 
 def _clean_code(code: str) -> str:
-    # A block indented under a list item would be an IndentationError as written.
-    return textwrap.dedent(code).strip("\n")
+    """The code without the margin of a block indented under a list item (an
+    IndentationError as written); code without a margin is left byte for byte."""
+    lines = code.split("\n")
+    margins = [line[: len(line) - len(line.lstrip(" \t"))] for line in lines if line.strip()]
+    margin = os.path.commonprefix(margins) if margins else ""
+    if margin:
+        lines = [line[len(margin):] if line.startswith(margin) else line.lstrip(" \t")
+                 for line in lines]
+    return "\n".join(lines).strip("\n")
 
 
 @dataclass(frozen=True)

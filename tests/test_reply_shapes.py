@@ -153,3 +153,8 @@ def test_final_answer_ending_does_not_end_a_stream_early():
 ])
 def test_normalize_answer(raw, answer):
     assert normalize_answer(raw) == answer
+
+
+def test_code_without_a_margin_is_kept_byte_for_byte():
+    code = 'for i in range(2):\n    x = i\n    \n    print("""a\n  \n""")'
+    assert parse_reply(f"<code>\n{F}python\n{code}\n{F}\n</code>").code == code
