@@ -64,7 +64,8 @@ def test_results_of_another_model_are_not_mixed(chat_server, tmp_path, capsys, m
     assert "holds results of model 'one', not 'two'" in capsys.readouterr().err
 
 
-def test_eval_with_the_pyvision_format_profile(chat_server, tmp_path, monkeypatch, no_openai_env):
+def test_eval_with_the_pyvision_format_profile(chat_server, tmp_path, monkeypatch, capsys,
+                                               no_openai_env):
     monkeypatch.setenv("OPENAI_API_KEY", "k")
     chat_server.default = "<answer>\\boxed{'1'}</answer>"
     assert main(["tasks", "blind", "--out", str(tmp_path), "--n", "1", "--family", "grid"]) == 0
@@ -79,3 +80,5 @@ def test_eval_with_the_pyvision_format_profile(chat_server, tmp_path, monkeypatc
     assert message["role"] == "user" and message["content"][0]["text"] == "<image_clue_0>"
     [row] = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
     assert (row["prediction"], row["extracted"]) == ("1", "1")
+    assert main(args[:-1] + ["default"]) == 2, "one folder holds the results of one profile"
+    assert "holds results of prompt_profile 'pyvision-format', not 'default'" in capsys.readouterr().err

@@ -199,9 +199,12 @@ class EvalRunner(LoggingConfigurable):
         """Run every unfinished (task, mode) and return the summary."""
         started = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        # Results of two prompt profiles in one folder would be averaged as one run.
         self.store.check_settings({"model": self.model.name, "modes": self.modes,
                                    "max_turns": self.max_turns, "tool_timeout": self.tool_timeout,
-                                   "task_timeout": self.task_timeout})
+                                   "task_timeout": self.task_timeout,
+                                   "prompt_profile": self.prompt_profile},
+                                  keys=("model", "prompt_profile"))
         done = self.store.load()
         # Tokens spent on tasks stopped in flight are not in any record: run.json keeps them.
         recorded = _tokens_of(done.values())
