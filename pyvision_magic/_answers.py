@@ -25,7 +25,6 @@ _ENDING = re.compile(
     re.MULTILINE,
 )
 _ANSWER_LINE = re.compile(r"^[ \t>#*_-]*(?i:answer)(?:\*\*)?[ \t]*[:：](?:\*\*)?[ \t]*", re.MULTILINE)
-_TERMINATE = re.compile(r"\s*\bTERMINATE\b[\s.]*\Z")
 # An ending longer than this is prose that merely mentions an answer.
 _ENDING_MAX_CHARS = 300
 _ENDING_MAX_LINES = 3
@@ -92,8 +91,10 @@ def find_answer(text: str, *, lenient: bool = True) -> FoundAnswer | None:
 
 
 def _find_ending(text: str) -> FoundAnswer | None:
-    terminated = _TERMINATE.search(text)
-    body = text[: terminated.start()] if terminated else text
+    # Not a regex: "\s*TERMINATE" searched over a long run of spaces is quadratic.
+    stripped = text.rstrip(" \t\r\n.")
+    terminated = stripped.endswith("TERMINATE") and not stripped[-10:-9].isalnum()
+    body = stripped[: -len("TERMINATE")] if terminated else text
     # Any "Answer:" line counts when the agent said TERMINATE after it.
     pattern = _ANSWER_LINE if terminated else _ENDING
     marks = list(pattern.finditer(body))

@@ -29,15 +29,21 @@ from ._answers import extract_boxed, find_answer, normalize_answer
 __all__ = ["ParsedReply", "StreamedText", "parse_reply", "extract_boxed", "reply_end"]
 
 _CODE_TAG = re.compile(r"<code>(?P<body>.*?)(?:</code>|$)", re.DOTALL)
-# An opening fence and its info string (```python, ```json, ```). The code starts
-# on the next line.
-_OPEN_FENCE = re.compile(r"```[ \t]*(?P<lang>[\w+#.-]*)[^\n`]*\n")
-# A closing fence: on a line of its own (indented under a list item, say), or
-# ending the code's last line as in the one-line form ``print(x)```</code>``.
-_CLOSE_FENCE = re.compile(r"(?:(?<=\n)[ \t]*```|```(?=[ \t]*(?:\n|</code>|$)))")
+# A fenced block: the opening fence and its info string (```python, ```json, ```),
+# the code from the next line, and the closing fence: on a line of its own
+# (indented under a list item, say), or ending the code's last line as in the
+# one-line form ``print(x)```</code>``. It may be missing: a stop sequence or a
+# cut stream can end the text early. Matching whole blocks in order pairs each
+# fence with its own closing fence. The lookahead stops the info string from
+# backtracking into the rest of its line (quadratic on a line without a newline).
+_FENCE = re.compile(
+    r"```[ \t]*(?P<lang>[\w+#.-]*)(?![\w+#.-])[^\n`]*\n(?P<code>.*?)"
+    r"(?:(?<=\n)[ \t]*```|```(?=[ \t]*(?:\n|</code>|\Z))|\Z)",
+    re.DOTALL,
+)
 _PYTHON_LANGS = {"python", "python3", "py", "ipython"}
 # What a stop sequence can leave of "</code>" when it cuts mid-tag.
-_PARTIAL_CLOSE = re.compile(r"</(?:c(?:o(?:d(?:e)?)?)?)?[ \t]*\Z")
+_PARTIAL_CLOSE = re.compile(r"</(?:c(?:o(?:d(?:e)?)?)?)?\s*\Z")
 _INTERPRETER = re.compile(r"<interpreter>", re.IGNORECASE)
 
 
@@ -56,20 +62,9 @@ def _fences(text: str) -> Iterator[_Fence]:
     Pairing matters: reading the closing fence of a ```json box as the opening
     of a bare block would swallow the ```python block after it.
     """
-    pos = 0
-    while True:
-        opening = _OPEN_FENCE.search(text, pos)
-        if opening is None:
-            return
-        closing = _CLOSE_FENCE.search(text, opening.end())
-        if closing is None:
-            yield _Fence(opening.start(), len(text), text[opening.end():],
-                         opening.group("lang").lower(), False)
-            return
-        end = text.index("```", closing.start()) + 3
-        yield _Fence(opening.start(), end, text[opening.end():closing.start()],
-                     opening.group("lang").lower(), True)
-        pos = end
+    for m in _FENCE.finditer(text):
+        yield _Fence(m.start(), m.end(), m.group("code"), m.group("lang").lower(),
+                     m.end() > m.end("code"))
 
 
 def _clean_code(code: str) -> str:
