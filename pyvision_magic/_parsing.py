@@ -155,7 +155,7 @@ def parse_reply(text: str) -> ParsedReply:
         else:
             answer = None
     if code:
-        start, end, body, _ = code
+        _, end, body, _ = code
         kept = _without_partial_close(text)[:end]
         # If the stop sequence ate "</code>", put it back so the conversation
         # history shows the model a well-formed turn.

@@ -31,8 +31,8 @@ from . import _prompt
 from ._errors import ConfigError
 from ._records import ImageInput, Output
 
-__all__ = ["PromptFacts", "PromptProfile", "PROFILES", "PLACEHOLDERS", "make_profile",
-           "load_template"]
+__all__ = ["PLACEHOLDERS", "PROFILES", "PromptFacts", "PromptProfile", "load_template",
+           "make_profile"]
 
 ImageURL = Callable[[ImageInput], str]
 Part = dict[str, Any]

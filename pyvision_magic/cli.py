@@ -350,7 +350,6 @@ def _finish(session: Any, transcript: Any, args: argparse.Namespace) -> int:
 
 async def _ask(args: argparse.Namespace) -> int:
     from ._images import load_image
-
     from ._profiles import make_profile
 
     if not args.question.strip():

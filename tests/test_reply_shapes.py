@@ -16,8 +16,8 @@ F = "```"
 # (id, reply, expected code, expected answer)
 CODE_CASES = [
     ("json-box-before-python",
-     f'The boxes I see:\n{F}json\n[{{"bbox_2d": [12, 40, 88, 97], "label": "cup"}}]\n{F}\n'
-     f"Now I measure the cup.\n{F}python\ncup = image_clue_0.crop((12, 40, 88, 97))\nprint(cup.size)\n{F}\n",
+     (f'The boxes I see:\n{F}json\n[{{"bbox_2d": [12, 40, 88, 97], "label": "cup"}}]\n{F}\n'
+      f"Now I measure the cup.\n{F}python\ncup = image_clue_0.crop((12, 40, 88, 97))\nprint(cup.size)\n{F}\n"),
      "cup = image_clue_0.crop((12, 40, 88, 97))\nprint(cup.size)"),
     ("bash-fence-before-bare-python",
      f"Install first:\n{F}bash\npip install opencv-python\n{F}\nthen:\n{F}\nimport cv2\nprint(cv2.__version__)\n{F}",
@@ -44,8 +44,8 @@ CODE_CASES = [
      f"<code>\n{F}python\nx = 5\nprint(x)\n</",
      "x = 5\nprint(x)"),
     ("indented-under-list-item",
-     f"1. Crop the top half:\n   {F}python\n   top = image_clue_0.crop((0, 0, 64, 32))\n"
-     f"   for px in list(top.getdata())[:2]:\n       print(px)\n   {F}\n2. Then compare.",
+     (f"1. Crop the top half:\n   {F}python\n   top = image_clue_0.crop((0, 0, 64, 32))\n"
+      f"   for px in list(top.getdata())[:2]:\n       print(px)\n   {F}\n2. Then compare."),
      "top = image_clue_0.crop((0, 0, 64, 32))\nfor px in list(top.getdata())[:2]:\n    print(px)"),
     ("indented-under-list-item-in-code-tag",
      f"- Count:\n  <code>\n  {F}python\n  n = 3\n  print(n)\n  {F}\n  </code>",
