@@ -46,6 +46,9 @@ class PromptFacts:
     python: str
     timeout: float
     network: bool = True
+    #: Sentences the session adds to the instructions (e.g. how it sends images the
+    #: model has already seen); empty for none.
+    notes: str = ""
 
 
 #: Placeholders a user template may use, and what each becomes.
@@ -59,6 +62,8 @@ PLACEHOLDERS = {
     "python": "the kernel's Python version, e.g. 3.11.9",
     "timeout": "seconds one code block may run, e.g. 60",
     "network": "'There is no network access. ' in the sandbox, else empty",
+    "notes": "sentences pyvision adds about how the session works (e.g. how images the "
+             "model has seen are sent again), with a leading space; often empty",
 }
 _USER_TURN_ONLY = ("question", "images")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w-]*)\s*\}\}")
@@ -92,6 +97,7 @@ def _default_opening(template: str | None) -> Callable[..., list[Part]]:
         if template is None:
             system = _prompt.system_prompt(libraries=facts.libraries, python=facts.python,
                                            timeout=facts.timeout, network=facts.network)
+            system += _values(question, images, facts)["notes"]
         else:
             # load_template refused {{images}} here: every piece is text.
             system = "".join(p or "" for p in _render(template, _values(question, images, facts)))
@@ -136,7 +142,7 @@ The result comes back as <interpreter>Text Result: what was printed  Image Resul
 the images shown</interpreter>; each image shown becomes the next `image_clue_k`.
 
 The kernel runs Python {{python}} with these libraries: {{libraries}}. {{network}}\
-Each code block may run for at most {{timeout}} seconds.
+Each code block may run for at most {{timeout}} seconds.{{notes}}
 
 Image sizes:
 {{image_sizes}}
@@ -252,6 +258,7 @@ def _values(question: str, images: Sequence[ImageInput], facts: PromptFacts) -> 
         "python": facts.python,
         "timeout": f"{facts.timeout:g}",
         "network": "" if facts.network else "There is no network access. ",
+        "notes": " " + facts.notes.strip() if facts.notes.strip() else "",
     }
 
 

@@ -236,3 +236,19 @@ def test_readme_documents_every_placeholder():
     section = readme[readme.index("## Prompt profiles"):]
     for name in PLACEHOLDERS:
         assert "`{{" + name + "}}`" in section
+
+
+def test_notes_end_the_built_in_instructions_and_fill_their_placeholder(tmp_path):
+    facts = PromptFacts(libraries=["numpy"], python="3.11.9", timeout=60, notes="Old images shrink.")
+    default = make_profile("default").opening("q", [], lambda im: "", facts, False)[0]["content"]
+    assert default == system_prompt(libraries=["numpy"], python="3.11.9", timeout=60) + (
+        " Old images shrink.")
+    pyvision = make_profile("pyvision-format").opening("q", [], lambda im: "", facts, False)
+    assert "at most 60 seconds. Old images shrink.\n" in pyvision[0]["content"][-1]["text"]
+    path = tmp_path / "t.txt"
+    path.write_text("Rules.{{notes}}|", encoding="utf-8")
+    custom = make_profile("default", path).opening("q", [], lambda im: "", facts, False)
+    assert custom[0]["content"] == "Rules. Old images shrink.|"
+    no_notes = PromptFacts(libraries=["numpy"], python="3.11.9", timeout=60)
+    assert make_profile("default", path).opening("q", [], lambda im: "", no_notes, False)[0][
+        "content"] == "Rules.|"
