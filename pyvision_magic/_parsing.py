@@ -10,26 +10,73 @@ Pure functions: no I/O. The model is asked to write::
     </code>
 
 or ``<answer>...</answer>``. Models stray from this, so we also accept a plain
-python fence without tags, an unclosed ``<code>`` (the ``</code>`` stop sequence
-eats the closing tag), an unclosed ``<answer>`` and ``\\boxed{...}``.
+python fence without tags (after other fences such as a ```json box), the
+one-line form ``<code>```python\\nprint(x)```</code>``, a block indented under a
+list item, an unclosed ``<code>`` (the ``</code>`` stop sequence eats the
+closing tag, or leaves ``</code`` of it), and the answer forms of
+:mod:`._answers`.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from ._answers import extract_boxed, find_answer, normalize_answer
 
 __all__ = ["ParsedReply", "StreamedText", "parse_reply", "extract_boxed", "reply_end"]
 
 _CODE_TAG = re.compile(r"<code>(?P<body>.*?)(?:</code>|$)", re.DOTALL)
-# A fence whose language is python/py/python3 or empty. The closing fence is
-# optional because a stop sequence or a cut stream can end the text early.
+# A fenced block: the opening fence and its info string (```python, ```json, ```),
+# the code from the next line, and the closing fence: on a line of its own
+# (indented under a list item, say), or ending the code's last line as in the
+# one-line form ``print(x)```</code>``. It may be missing: a stop sequence or a
+# cut stream can end the text early. Matching whole blocks in order pairs each
+# fence with its own closing fence. The lookahead stops the info string from
+# backtracking into the rest of its line (quadratic on a line without a newline).
 _FENCE = re.compile(
-    r"```[ \t]*(?P<lang>python3?|py|ipython)?[ \t]*\n(?P<code>.*?)(?:(?<=\n)[ \t]*```|$)",
-    re.DOTALL | re.IGNORECASE,
+    r"```[ \t]*(?P<lang>[\w+#.-]*)(?![\w+#.-])[^\n`]*\n(?P<code>.*?)"
+    r"(?:(?<=\n)[ \t]*```|```(?=[ \t]*(?:\n|</code>|\Z))|\Z)",
+    re.DOTALL,
 )
-_ANSWER = re.compile(r"<answer>(?P<body>.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
+_PYTHON_LANGS = {"python", "python3", "py", "ipython"}
+# What a stop sequence can leave of "</code>" when it cuts mid-tag.
+_PARTIAL_CLOSE = re.compile(r"</(?:c(?:o(?:d(?:e)?)?)?)?\s*\Z")
 _INTERPRETER = re.compile(r"<interpreter>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _Fence:
+    start: int
+    end: int
+    code: str
+    lang: str
+    closed: bool
+
+
+def _fences(text: str) -> Iterator[_Fence]:
+    """Every fenced block in order, each paired with its own closing fence.
+
+    Pairing matters: reading the closing fence of a ```json box as the opening
+    of a bare block would swallow the ```python block after it.
+    """
+    for m in _FENCE.finditer(text):
+        yield _Fence(m.start(), m.end(), m.group("code"), m.group("lang").lower(),
+                     m.end() > m.end("code"))
+
+
+def _clean_code(code: str) -> str:
+    """The code without the margin of a block indented under a list item (an
+    IndentationError as written); code without a margin is left byte for byte."""
+    lines = code.split("\n")
+    margins = [line[: len(line) - len(line.lstrip(" \t"))] for line in lines if line.strip()]
+    margin = os.path.commonprefix(margins) if margins else ""
+    if margin:
+        lines = [line[len(margin):] if line.startswith(margin) else line.lstrip(" \t")
+                 for line in lines]
+    return "\n".join(lines).strip("\n")
 
 
 @dataclass(frozen=True)
@@ -40,29 +87,15 @@ class ParsedReply:
     when both appear, the one written first wins, since an answer written after
     code was guessed before the code ran. ``text`` is the reply as it goes back
     into the conversation: everything after the first code block is cut, which
-    removes interpreter output the model made up itself.
+    removes interpreter output the model made up itself. ``answer`` is read
+    without its wrapping (see :func:`~._answers.normalize_answer`);
+    ``raw_answer`` is the text the model marked as its answer, as written.
     """
 
     text: str
     code: str | None
     answer: str | None
-
-
-def extract_boxed(text: str) -> str | None:
-    r"""Return the content of the last ``\boxed{...}``, braces balanced, or None."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    i = start + len("\\boxed{")
-    depth = 1
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i:j].strip()
-    return None
+    raw_answer: str | None = None
 
 
 def _find_code(text: str) -> tuple[int, int, str, bool] | None:
@@ -71,31 +104,37 @@ def _find_code(text: str) -> tuple[int, int, str, bool] | None:
     ``closed`` says the block's end arrived (its closing fence or ``</code>``),
     so more text cannot change the code.
     """
+    text = _without_partial_close(text)
     tag = _CODE_TAG.search(text)
     if tag:
         body = tag.group("body")
         tag_closed = tag.group(0).endswith("</code>")
-        fence = _FENCE.search(body)
+        fence = next((f for f in _fences(body) if not f.lang or f.lang in _PYTHON_LANGS), None)
         if fence:
             # End at the closing fence, not at a missing </code>: whatever the
             # model wrote after its code is not ours to keep.
-            code, end = fence.group("code"), tag.start("body") + fence.end()
-            closed = tag_closed or fence.end() > fence.end("code")
+            code, end = fence.code, tag.start("body") + fence.end
+            closed = tag_closed or fence.closed
             if text[end:].lstrip().startswith("</code>"):
                 end = text.index("</code>", end) + len("</code>")
         else:
             code, end, closed = body, tag.end(), tag_closed
         if code.strip():
-            return tag.start(), end, code.strip("\n"), closed
-    for fence in _FENCE.finditer(text):
-        lang = fence.group("lang")
-        code = fence.group("code")
+            return tag.start(), end, _clean_code(code), closed
+    for fence in _fences(text):
         # A bare fence counts only if it looks like Python: models also fence
-        # plain text or output, which must not be executed.
-        if lang or _looks_like_python(code):
-            if code.strip():
-                return fence.start(), fence.end(), code.strip("\n"), fence.end() > fence.end("code")
+        # plain text, JSON or output, which must not be executed.
+        python = fence.lang in _PYTHON_LANGS or (not fence.lang and _looks_like_python(fence.code))
+        if python and fence.code.strip():
+            return fence.start, fence.end, _clean_code(fence.code), fence.closed
     return None
+
+
+def _without_partial_close(text: str) -> str:
+    """``text`` without a cut-off ``</code`` ending an open ``<code>`` block."""
+    if text.rfind("<code>") > text.rfind("</code>"):
+        return _PARTIAL_CLOSE.sub("", text)
+    return text
 
 
 def _looks_like_python(code: str) -> bool:
@@ -104,44 +143,30 @@ def _looks_like_python(code: str) -> bool:
     )
 
 
-def _find_answer(text: str) -> tuple[int, str, int | None] | None:
-    """(start, answer, end) of the answer, or None; ``end`` is None until ``</answer>`` arrived."""
-    m = _ANSWER.search(text)
-    if m:
-        body = m.group("body").strip()
-        boxed = extract_boxed(body)
-        if boxed is not None and body.startswith("\\boxed{") and body.endswith("}"):
-            body = boxed
-        if body:
-            closed = m.group(0).lower().endswith("</answer>")
-            return m.start(), body, m.end() if closed else None
-    boxed_at = text.rfind("\\boxed{")
-    if boxed_at >= 0:
-        boxed = extract_boxed(text)
-        if boxed:
-            return boxed_at, boxed, None
-    return None
-
-
 def parse_reply(text: str) -> ParsedReply:
     """Find the code or the answer in a model reply; see :class:`ParsedReply`."""
     code = _find_code(text)
-    answer = _find_answer(text)
+    # An answer phrase without a tag ("Final Answer: ...") only counts in a reply
+    # without code: beside code it is a plan or a guess.
+    answer = find_answer(text, lenient=code is None)
     if code and answer:
-        if answer[0] < code[0]:
+        if answer.start < code[0]:
             code = None
         else:
             answer = None
     if code:
-        start, end, body, _ = code
-        kept = text[:end]
+        _, end, body, _ = code
+        kept = _without_partial_close(text)[:end]
         # If the stop sequence ate "</code>", put it back so the conversation
         # history shows the model a well-formed turn.
         if kept.lstrip().find("<code>") >= 0 and not kept.rstrip().endswith("</code>"):
+            if kept.count("```") % 2:
+                kept = kept.rstrip() + "\n```"  # the fence was cut off too
             kept = kept.rstrip() + "\n</code>"
         return ParsedReply(text=kept, code=body, answer=None)
     if answer:
-        return ParsedReply(text=_cut_interpreter(text), code=None, answer=answer[1])
+        return ParsedReply(text=_cut_interpreter(text), code=None,
+                           answer=normalize_answer(answer.raw), raw_answer=answer.raw)
     return ParsedReply(text=_cut_interpreter(text), code=None, answer=None)
 
 
@@ -154,11 +179,11 @@ def reply_end(text: str) -> int | None:
     is cut by :func:`parse_reply` anyway, so a streamed reply can stop there.
     """
     code = _find_code(text)
-    answer = _find_answer(text)
-    if code and (answer is None or code[0] < answer[0]):
+    answer = find_answer(text, lenient=False)
+    if code and (answer is None or code[0] < answer.start):
         return code[1] if code[3] else None
     if answer:
-        return answer[2]
+        return answer.end
     return None
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from jupyter_core.utils import run_sync
-from traitlets import Enum, Float, Int
+from traitlets import Enum, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ._errors import ConfigError, KernelError, ModelError, PyVisionError
@@ -32,15 +32,8 @@ from ._history import (
 from ._hooks import Callbacks
 from ._model import Model
 from ._parsing import parse_reply
-from ._prompt import (
-    STOP_SEQUENCES,
-    feedback_message,
-    nudge_message,
-    output_as_image,
-    question_message,
-    system_prompt,
-    tool_calls_message,
-)
+from ._profiles import PROFILES, PromptFacts, make_profile
+from ._prompt import output_as_image
 from ._records import ExecutionResult, ImageInput, Usage
 from ._transcript import Transcript, Turn
 
@@ -93,6 +86,16 @@ class Session(LoggingConfigurable):
         "it) or 'placeholder' (a note; display(image_clue_N) shows it again). The "
         "question's images always go in full.",
     ).tag(config=True)
+    prompt_profile = Unicode(
+        "default",
+        help="Conversation layout shown to the model: 'default' (instructions in a system "
+        f"message) or 'pyvision-format' (the PyVision reference layout); one of {list(PROFILES)}.",
+    ).tag(config=True)
+    system_prompt_file = Unicode(
+        None, allow_none=True,
+        help="A text file whose {{placeholders}} template replaces the profile's instructions "
+        "(see README, 'Prompt profiles'); None keeps the profile's own.",
+    ).tag(config=True)
 
     def __init__(
         self,
@@ -111,6 +114,9 @@ class Session(LoggingConfigurable):
             raise ConfigError(f"max_turns must be at least 1, not {self.max_turns}.")
         if self.timeout <= 0:
             raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout}.")
+        #: The message builders of :attr:`prompt_profile` (read once: a template file
+        #: edited mid-session must not change the prefix of later requests).
+        self.profile = make_profile(self.prompt_profile, self.system_prompt_file)
         self.model = model
         self.executor = executor
         self.transcript = Transcript(
@@ -239,7 +245,7 @@ class Session(LoggingConfigurable):
             if url not in self._tool_images:
                 self._tool_images[url] = SentImage(image.name, image.width, image.height)
                 self._tool_inputs[url] = image
-        return feedback_message(result.outputs, result.note, self._image_url, last_turn=last_turn)
+        return self.profile.feedback(result.outputs, result.note, self._image_url, last_turn)
 
     def _low_url(self, url: str) -> None:
         from ._images import encode_for_model, to_data_url
@@ -357,6 +363,8 @@ class Session(LoggingConfigurable):
             timeout=self.timeout,
             max_pixels=self.max_pixels,
             image_history=self.image_history,
+            prompt_profile=self.prompt_profile,
+            system_prompt_file=self.system_prompt_file,
         )
         child._restart_first = child.executor is self.executor
         return child
@@ -414,14 +422,9 @@ class Session(LoggingConfigurable):
         python = getattr(self.executor, "python_version", None) or platform.python_version()
         last = t.max_turns - 1
         await self._encode_images(t.images)
-        instructions = system_prompt(libraries=libraries, python=python, timeout=self.timeout,
-                                     network=network)
-        if history_note(self.image_history):
-            instructions += " " + history_note(self.image_history)
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": instructions},
-            question_message(t.question, t.images, self._image_url, last_turn=last == 0),
-        ]
+        facts = PromptFacts(libraries=libraries, python=python, timeout=self.timeout,
+                            network=network, notes=history_note(self.image_history))
+        messages = self.profile.opening(t.question, t.images, self._image_url, facts, last == 0)
         if self._history:
             await prepare
         for turn in t.turns[: self._history]:
@@ -429,7 +432,7 @@ class Session(LoggingConfigurable):
             messages.append({"role": "assistant", "content": parse_reply(turn.text).text})
             next_is_last = turn.index + 1 == last
             if turn.code is None:
-                messages.append(nudge_message(last_turn=next_is_last))
+                messages.append(self.profile.nudge(next_is_last))
                 continue
             result = await self._run_tool(turn, turn.code)
             messages.append(await self._feedback(result, next_is_last))
@@ -453,7 +456,8 @@ class Session(LoggingConfigurable):
                                                                "cache_key") else {}
             sent = await self._outgoing(messages)
             self._model_task = asyncio.ensure_future(
-                self.model.complete(sent, stop=STOP_SEQUENCES, on_delta=on_delta, **extra)
+                self.model.complete(sent, stop=list(self.profile.stop), on_delta=on_delta,
+                                    **extra)
             )
             try:
                 reply = await self._model_task
@@ -477,6 +481,7 @@ class Session(LoggingConfigurable):
 
             if parsed.answer is not None:
                 turn.answer = t.answer = parsed.answer
+                turn.raw_answer = parsed.raw_answer
                 await self._emit("answer", t)
                 return "answered"
             if parsed.code is None and reply.refusal:
@@ -496,10 +501,10 @@ class Session(LoggingConfigurable):
                 tool_calls_nudged = True
                 turn.note = (f"The model called functions ({names}) instead of writing code; "
                              "it was told to write its code in a ```python block.")
-                messages.append(tool_calls_message(reply.tool_calls, last_turn=next_is_last))
+                messages.append(self.profile.tool_calls(reply.tool_calls, next_is_last))
                 continue
             if parsed.code is None:
-                messages.append(nudge_message(last_turn=next_is_last))
+                messages.append(self.profile.nudge(next_is_last))
                 continue
 
             turn.code = parsed.code

@@ -30,6 +30,9 @@ class Turn:
     :class:`ExecutionResult` status (``ok``, ``error``, ``timeout``, ``died``),
     ``"stopped"`` when the user stopped the session while the tool ran, or
     ``"skipped"`` when the code was not run (last turn, session stopped).
+    ``answer`` is the final answer without its wrapping and ``raw_answer`` the
+    text the model marked as its answer, as written (``\\boxed{'B'}`` gives
+    ``B``); transcripts saved before ``raw_answer`` existed load it as None.
     """
 
     index: int
@@ -42,9 +45,10 @@ class Turn:
     usage: Usage = field(default_factory=Usage)
     model_seconds: float = 0.0
     exec_seconds: float = 0.0
+    raw_answer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "index": self.index,
             "text": self.text,
             "code": self.code,
@@ -56,6 +60,9 @@ class Turn:
             "model_seconds": round(self.model_seconds, 3),
             "exec_seconds": round(self.exec_seconds, 3),
         }
+        if self.raw_answer is not None:
+            data["raw_answer"] = self.raw_answer
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Turn":
@@ -70,6 +77,7 @@ class Turn:
             usage=Usage.from_dict(data.get("usage")),
             model_seconds=float(data.get("model_seconds") or 0.0),
             exec_seconds=float(data.get("exec_seconds") or 0.0),
+            raw_answer=data.get("raw_answer"),
         )
 
 

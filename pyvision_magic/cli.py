@@ -90,6 +90,18 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def add_prompt_options(p: argparse.ArgumentParser) -> None:
+    """``--prompt-profile`` and ``--system-prompt``, shared by ``ask`` and ``eval``."""
+    from ._profiles import PROFILES
+
+    p.add_argument("--prompt-profile", default="default", choices=list(PROFILES),
+                   help="conversation layout: 'default' (GPT-4.1/4o, Claude, Gemini) or "
+                   "'pyvision-format' (Qwen2.5-VL and PyVision-RL checkpoints; see the README)")
+    p.add_argument("--system-prompt", metavar="FILE",
+                   help="a template file that replaces the profile's instructions, with "
+                   "{{placeholders}} (see the README, 'Prompt profiles')")
+
+
 def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
     if model:
         p.add_argument("--model", help="model name (default: gpt-4.1 or $PYVISION_MODEL)")
@@ -113,6 +125,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
             help="how a tool's image goes in later requests once the model has seen it: "
             "full, low (a 512x512 copy; the default) or placeholder (a note)",
         )
+        add_prompt_options(p)
     p.add_argument(
         "--timeout",
         type=positive_seconds,
@@ -269,6 +282,8 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
     history = getattr(args, "image_history", None)
     session = Session(question, images, model=model, executor=kernel,
                       max_turns=max_turns, timeout=args.timeout,
+                      prompt_profile=getattr(args, "prompt_profile", "default"),
+                      system_prompt_file=getattr(args, "system_prompt", None),
                       **({"image_history": history} if history else {}))
     try:
         isolation = await kernel.choose_isolation()
@@ -344,9 +359,11 @@ def _finish(session: Any, transcript: Any, args: argparse.Namespace) -> int:
 
 async def _ask(args: argparse.Namespace) -> int:
     from ._images import load_image
+    from ._profiles import make_profile
 
     if not args.question.strip():
         raise ConfigError("The question is empty: write what you want to know about the image.")
+    make_profile(args.prompt_profile, args.system_prompt)  # a bad template: before any work
     images = [load_image(path) for path in args.image]
     folder = _image_folder(args)
     try:

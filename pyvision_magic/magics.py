@@ -111,6 +111,24 @@ def _parse_line(magic: Any, line: str) -> Any:
     return magic.parser.parse_args(arg_split(line, posix=True))
 
 
+def _prompt_settings(settings: Any, args: Any) -> dict[str, Any]:
+    """Session's prompt profile and template from the options, else from c.Session.
+
+    The profile is built once here so that a bad name or template file is
+    reported before a kernel is taken for the session.
+    """
+    from ._profiles import make_profile
+
+    configured = settings.config.get("Session", {})
+    prompt = {
+        "prompt_profile": args.prompt_profile or configured.get("prompt_profile", "default"),
+        "system_prompt_file": (os.path.expanduser(args.system_prompt) if args.system_prompt
+                               else configured.get("system_prompt_file")),
+    }
+    make_profile(prompt["prompt_profile"], prompt["system_prompt_file"])
+    return prompt
+
+
 def _run_cell_async(shell: Any, line: str, cell: str) -> Any:
     magics = shell.magics_manager.registry.get("PyVisionMagics")
     if magics is None:
@@ -145,6 +163,12 @@ class PyVisionMagics(Magics):
               help="how a tool's image goes in later requests once seen: full, low "
               "(default) or placeholder")
     @argument("--save", metavar="PATH", help="write the transcript JSON to PATH at the end")
+    @argument("--prompt-profile", metavar="NAME",
+              help="conversation layout: default (GPT-4.1/4o, Claude, Gemini) or "
+              "pyvision-format (Qwen2.5-VL, PyVision-RL); default: c.Session.prompt_profile")
+    @argument("--system-prompt", metavar="FILE",
+              help="a template file replacing the profile's instructions (see the README, "
+              "Prompt profiles)")
     @argument("--sandbox", action="store_true",
               help="refuse to run the tools outside the sandbox (default: sandboxed where "
               "bubblewrap works, else unsandboxed with a notice)")
@@ -253,6 +277,7 @@ class PyVisionMagics(Magics):
         if args.sandbox and args.no_sandbox:
             raise ConfigError("--sandbox and --no-sandbox contradict each other; give one.")
         sandbox = True if args.sandbox else False if args.no_sandbox else s.sandbox
+        prompt = _prompt_settings(s, args)
         if args.replay:
             from ._replay import ReplayModel
             from ._transcript import Transcript
@@ -281,7 +306,7 @@ class PyVisionMagics(Magics):
             self.workspace.runner.submit(self.workspace.new_kernel(sandbox=sandbox))
         )
         session = Session(question, images, model=model, executor=kernel, parent=s,
-                          max_turns=max_turns, timeout=timeout,
+                          max_turns=max_turns, timeout=timeout, **prompt,
                           **({"image_history": args.image_history} if args.image_history else {}))
         view = None
         if getattr(self.shell, "kernel", None) is not None and not self.workspace.static_only():

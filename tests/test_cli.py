@@ -134,6 +134,12 @@ def test_console_script_runs_as_a_module(tmp_path, image_path):
          "Cannot save images to"),
         (lambda d, img: ["demo", "--save-images", str(d / "text.png")], "it is a file"),
         (lambda d, img: ["replay", "demo", "--save-images", str(d / "text.png")], "it is a file"),
+        (lambda d, img: ["ask", "-i", str(img), "--prompt-profile", "qwen", "Q?"],
+         "argument --prompt-profile: invalid choice: 'qwen'"),
+        (lambda d, img: ["ask", "-i", str(img), "--system-prompt", str(d / "none.txt"), "Q?"],
+         "none.txt was not found; pass the path of a text file to --system-prompt."),
+        (lambda d, img: ["ask", "-i", str(img), "--system-prompt", str(d / "text.png"), "Q?"],
+         "uses {{images}}, which only the pyvision-format profile can place"),
     ],
     ids=[
         "missing-image", "directory", "not-an-image", "empty-file", "empty-question",
@@ -141,11 +147,12 @@ def test_console_script_runs_as_a_module(tmp_path, image_path):
         "zero-turns", "word-turns", "negative-timeout",
         "no-key", "unknown-command", "missing-transcript", "bad-transcript", "unknown-shipped",
         "images-dir-is-a-file", "images-dir-under-a-file", "demo-images-dir", "replay-images-dir",
+        "unknown-profile", "missing-template", "template-placeholder-for-another-profile",
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(argv_factory, expected, tmp_path, image_path,
                                                capsys, no_openai_env):
-    (tmp_path / "text.png").write_text("this is not an image")
+    (tmp_path / "text.png").write_text("this is not an image {{images}}")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "adir").mkdir()
     code = main(argv_factory(tmp_path, image_path))
@@ -341,3 +348,12 @@ def test_the_readme_lists_every_ask_option():
                and not shown & set(a.option_strings)
                and not any(re.search(rf"`{re.escape(o)}[ `]", paragraph) for o in a.option_strings)]
     assert missing == []
+
+
+def test_ask_with_the_pyvision_format_profile(endpoint, image_path, capsys):
+    endpoint.script = ["Counted.\n<answer>\n\\boxed{'2'}\n</answer>"]
+    assert main(ask_args(endpoint, image_path, "--prompt-profile", "pyvision-format", "-q",
+                         "How many squares?")) == 0
+    assert capsys.readouterr().out == "2\n"
+    [message] = endpoint.chat_requests[0].body["messages"]
+    assert message["role"] == "user" and message["content"][0]["text"] == "<image_clue_0>"

@@ -62,3 +62,23 @@ def test_results_of_another_model_are_not_mixed(chat_server, tmp_path, capsys, m
     assert main(args + ["--model", "one"]) == 0
     assert main(args + ["--model", "two"]) == 2
     assert "holds results of model 'one', not 'two'" in capsys.readouterr().err
+
+
+def test_eval_with_the_pyvision_format_profile(chat_server, tmp_path, monkeypatch, capsys,
+                                               no_openai_env):
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    chat_server.default = "<answer>\\boxed{'1'}</answer>"
+    assert main(["tasks", "blind", "--out", str(tmp_path), "--n", "1", "--family", "grid"]) == 0
+    bad = tmp_path / "bad.txt"
+    bad.write_text("{{nope}}")
+    args = ["eval", str(tmp_path / "tasks.jsonl"), "--out", str(tmp_path / "r"), "-q",
+            "--base-url", chat_server.base_url, "--prompt-profile", "pyvision-format"]
+    assert main(args + ["--system-prompt", str(bad)]) == 2
+    assert not chat_server.chat_requests, "a bad template stops the run before any request"
+    assert main(args) == 0
+    [message] = chat_server.chat_requests[0].body["messages"]
+    assert message["role"] == "user" and message["content"][0]["text"] == "<image_clue_0>"
+    [row] = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
+    assert (row["prediction"], row["extracted"]) == ("1", "1")
+    assert main(args[:-1] + ["default"]) == 2, "one folder holds the results of one profile"
+    assert "holds results of prompt_profile 'pyvision-format', not 'default'" in capsys.readouterr().err

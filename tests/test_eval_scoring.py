@@ -97,3 +97,46 @@ def test_final_answer_text_prefers_boxed_then_answer_tag():
     assert final_answer_text("<answer> 7 </answer> later text") == "7"
     assert final_answer_text("<answer>5</answer> then <answer>6</answer>") == "6"
     assert final_answer_text(None) == ""
+
+
+# Answer shapes GPT-4.1 writes under the reference prompt (texts our own).
+@pytest.mark.parametrize("text, answer, extracted", [
+    ("<answer>\n\\boxed{12\\,\\text{m}^2}\n</answer>", "12", "12"),  # not the exponent 2
+    ("\\boxed{4310\\,\\mathrm{m}^2}", "4310", "4310"),
+    ("\\boxed{905\\ \\text{m}^2}", "905", "905"),
+    ("\\boxed{64~m^2}", "64", "64"),
+    ("The lawn covers 37 m² in all.", "37", "37"),
+    ("\\boxed{37\\,\\text{m}^{2}}", "37", "37"),
+    ("\\boxed{12\\,587\\ \\text{m}^2}", "12587", "12587"),  # a thin space between thousands
+    ("\\boxed{48^\\circ}", "48", "48"),
+])
+def test_integer_answers_with_latex_units(text, answer, extracted):
+    assert extract_answer(text, task(answer, "integer")) == extracted
+
+
+@pytest.mark.parametrize("text, ok", [
+    ("\\boxed{\\frac{7}{2}}", True), ("\\boxed{\\dfrac{7}{2}}", True), ("\\frac{7}{4}", False),
+    ("\\boxed{35\\%}", False),
+])
+def test_latex_fractions_are_numbers(text, ok):
+    assert score_answer(text, task("3.5", "number")).correct is ok
+
+
+@pytest.mark.parametrize("text, extracted", [
+    ("\\boxed{'C'}", "C"),
+    ('<answer>"C"</answer>', "C"),
+    ("**C**", "C"),
+    ("The answer is 'C'.", "C"),
+    ("I pick 'C' over the others.", "C"),
+    ("\\boxed{'C.Blue'}", "C"),  # letter glued to the option text
+    ("\\boxed{'C. Blue sky'}", "C"),
+    ("C. the blue one", "C"),
+    ("(C) blue", "C"),
+])
+def test_choice_quoted_letters_and_letter_with_option_text(text, extracted):
+    assert extract_answer(text, task("C", "choice", ["red", "dark red", "blue", "blue sky"])) == extracted
+
+
+def test_an_abbreviation_is_not_an_option_letter():
+    # "e.g." is not option E: the text names option D.
+    assert extract_answer("e.g. Violet", task("D", "choice", ["red", "green", "blue", "violet", "pink"])) == "D"

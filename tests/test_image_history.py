@@ -198,3 +198,14 @@ def test_photos_fit_the_tile_grid_only_for_openai(size, plain, openai):
         mime, data = encode_for_model(image, short_side=short_side)
         assert mime == "image/jpeg"
         assert Image.open(io.BytesIO(data)).size == expected
+
+
+def test_the_policy_works_in_the_pyvision_format_profile_too(chat_server, image_path,
+                                                              no_openai_env):
+    model, images = three_tools(chat_server, image_path)
+    run_session("Q?", images, model, image_history="placeholder", prompt_profile="pyvision-format")
+    last = chat_server.chat_requests[-1].body["messages"]
+    assert last[0]["role"] == "user" and history_note("placeholder") in texts(last[0])
+    feedback = [m for m in last if m["role"] == "user"][1:]
+    assert [len(image_urls(m)) for m in feedback] == [0, 0, 1]
+    assert "display(image_clue_1) shows it again" in texts(feedback[0])

@@ -61,6 +61,9 @@ def _png_bytes(color="red", size=(30, 20)) -> bytes:
     ("--replay {bad_json}", "x", "is not a valid pyvision transcript"),
     ("--replay {good_json} -i img", "x", "--replay takes the images from the saved session"),
     ("-i img --model m", "q", "OPENAI_API_KEY"),
+    ("-i img --prompt-profile qwen", "q", "Unknown prompt profile 'qwen'; use one of: default, "
+     "pyvision-format."),
+    ("-i img --system-prompt /no/such.txt", "q", "/no/such.txt was not found"),
 ])
 def test_bad_input_is_a_one_line_usage_error(shell, tmp_path, line, cell, message):
     from PIL import Image
@@ -103,6 +106,7 @@ def test_the_help_lists_every_option(shell):
     doc = shell.find_cell_magic("pyvision").__doc__
     for option in ("-i IMAGE", "--bgr", "--model", "--base-url", "--max-turns", "--timeout",
                    "--save", "--sandbox", "-o NAME", "--replay FILE", "%pyvision kernels",
+                   "--prompt-profile NAME", "--system-prompt FILE",
                    "%pyvision export"):
         assert option in doc
 
@@ -329,3 +333,20 @@ def test_a_notebook_saved_by_the_first_session_view_still_loads(shell, tmp_path)
     back = shell.user_ns.pop("back")
     assert back.answer == "24" and len(back.transcript.turns) == 3
     assert back.rerun(0).exec_status == "ok", "its tools run again in a new kernel"
+
+
+def test_prompt_profile_from_config_and_the_cell(shell, make_chat_server, image_path):
+    server = make_chat_server(["<answer>\\boxed{'2'}</answer>"] * 2)
+    shell.user_ns["img"] = str(image_path)
+    shell.run_line_magic("config", 'Session.prompt_profile = "pyvision-format"')
+    try:
+        shell.run_cell_magic("pyvision", f"-i img --base-url {server.base_url} -o r", "How many?")
+        assert shell.user_ns["r"].answer == "2"
+        shell.run_cell_magic("pyvision", f"-i img --base-url {server.base_url} -o r "
+                             "--prompt-profile default", "How many?")
+    finally:
+        shell.run_line_magic("config", 'Session.prompt_profile = "default"')
+    configured, flagged = (r.body["messages"] for r in server.chat_requests)
+    assert [m["role"] for m in configured] == ["user"]
+    assert configured[0]["content"][0]["text"] == "<image_clue_0>"
+    assert [m["role"] for m in flagged] == ["system", "user"], "the cell's option wins"

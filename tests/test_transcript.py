@@ -100,3 +100,17 @@ def test_a_transcript_saved_before_cached_tokens_loads(tmp_path):
     loaded = Transcript.load(path)
     assert loaded.usage == Usage(30, 8, 38)
     assert loaded.usage.cached_tokens == 0 and loaded.turns[1].usage.reasoning_tokens == 0
+
+
+def test_raw_answer_round_trips_and_old_files_load_without_it(tmp_path):
+    t = sample()
+    t.turns[1].text, t.turns[1].raw_answer = "<answer>\\boxed{'2'}</answer>", "\\boxed{'2'}"
+    path = t.save(tmp_path / "t.json")
+    data = json.loads(path.read_text())
+    assert data["turns"][1]["raw_answer"] == "\\boxed{'2'}"
+    assert "raw_answer" not in data["turns"][0], "a turn without an answer writes no key"
+    assert Transcript.load(path) == t
+    del data["turns"][1]["raw_answer"]  # a transcript saved before the field existed
+    path.write_text(json.dumps(data))
+    old = Transcript.load(path)
+    assert old.turns[1].raw_answer is None and old.turns[1].answer == "2"

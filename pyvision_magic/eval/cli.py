@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from .._errors import ConfigError
-from ..cli import make_model
+from ..cli import add_prompt_options, make_model
 from ..cli import positive_int as _count
 from ..cli import positive_seconds as _seconds
 
@@ -58,6 +58,7 @@ def add_eval_commands(sub: Any) -> None:
 
     ev = sub.add_parser("eval", help="run a task file with tools (and --baseline without) and report")
     ev.add_argument("tasks", help="task file (.jsonl)")
+    add_prompt_options(ev)
     ev.add_argument("--out", required=True, metavar="DIR",
                     help="results folder; rerunning with the same folder resumes")
     ev.add_argument("--model", help="model name (default: gpt-4.1 or $PYVISION_MODEL)")
@@ -168,6 +169,7 @@ async def _eval(args: argparse.Namespace) -> int:
         tasks, model, args.out, modes=modes, progress=None if args.quiet else Progress(),
         concurrency=args.concurrency, max_turns=args.max_turns, tool_timeout=args.tool_timeout,
         task_timeout=args.task_timeout, token_budget=args.token_budget, retry_errors=args.retry_errors,
+        prompt_profile=args.prompt_profile, system_prompt_file=args.system_prompt,
     )
     loop = asyncio.get_running_loop()
     interrupts = 0

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jupyter_core.utils import run_sync
-from traitlets import Bool, Float, Int
+from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .._errors import ConfigError, ModelAuthError, ModelError, ModelNotFoundError
@@ -139,6 +139,11 @@ class EvalRunner(LoggingConfigurable):
         "(about 0.7 s each).",
     ).tag(config=True)
     retry_errors = Bool(False, help="Run again the tasks recorded with status 'error'.").tag(config=True)
+    prompt_profile = Unicode("default", help="Session.prompt_profile of every task with tools.").tag(
+        config=True)
+    system_prompt_file = Unicode(
+        None, allow_none=True, help="Session.system_prompt_file of every task with tools."
+    ).tag(config=True)
     stop_grace = Float(3.0, help="Seconds a stopped session gets to wind down before it is cancelled.")
 
     def __init__(self, tasks: Sequence[Task], model: Model, out_dir: str | os.PathLike[str], *,
@@ -147,6 +152,9 @@ class EvalRunner(LoggingConfigurable):
         super().__init__(**kwargs)
         if self.concurrency < 1:
             raise ConfigError(f"--concurrency must be at least 1, not {self.concurrency}.")
+        from .._profiles import make_profile
+
+        make_profile(self.prompt_profile, self.system_prompt_file)  # a bad template fails here
         bad = [m for m in modes if m not in MODES]
         if bad or not modes:
             raise ConfigError(f"Unknown mode {bad[0] if bad else None!r}; use 'tools' and/or 'baseline'.")
@@ -191,9 +199,12 @@ class EvalRunner(LoggingConfigurable):
         """Run every unfinished (task, mode) and return the summary."""
         started = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        # Results of two prompt profiles in one folder would be averaged as one run.
         self.store.check_settings({"model": self.model.name, "modes": self.modes,
                                    "max_turns": self.max_turns, "tool_timeout": self.tool_timeout,
-                                   "task_timeout": self.task_timeout})
+                                   "task_timeout": self.task_timeout,
+                                   "prompt_profile": self.prompt_profile},
+                                  keys=("model", "prompt_profile"))
         done = self.store.load()
         # Tokens spent on tasks stopped in flight are not in any record: run.json keeps them.
         recorded = _tokens_of(done.values())
@@ -318,7 +329,9 @@ class EvalRunner(LoggingConfigurable):
         except ConfigError as exc:
             return self._record(task, "tools", started, status="error", error=str(exc))
         session = Session(prompt_text(task), images, model=self.model, executor=kernel, parent=self,
-                          max_turns=self.max_turns, timeout=self.tool_timeout)
+                          max_turns=self.max_turns, timeout=self.tool_timeout,
+                          prompt_profile=self.prompt_profile,
+                          system_prompt_file=self.system_prompt_file)
         self._active[index] = session
         status = None
         try:

@@ -4,13 +4,19 @@ The model's final text is first narrowed to what it marked as the answer (the
 last ``\\boxed{...}``, else the content of ``<answer>...</answer>``), then read
 according to the task's ``answer_type``:
 
-- ``choice``: an option letter, found as a bare letter (``B``, ``(B)``, ``B.``),
-  after "answer is"/"option", as a lone ``(B)`` in the text, or as the text of
-  exactly one option.
+- ``choice``: an option letter, found as a bare or quoted letter (``B``, ``(B)``,
+  ``B.``, ``'B'``), a letter before the option's text (``B. the red one``,
+  ``(B) red``, ``B.Red``), after "answer is"/"option", as a lone ``(B)`` or ``'B'``
+  in the text, or as the text of exactly one option.
 - ``integer``: a whole number (digits or a number word up to twenty); when the
   text holds several numbers, the last one.
-- ``number``: a decimal, a fraction ``a/b`` or a percentage; correct within the
-  task's tolerance (default: half a unit of the answer's last written digit).
+- ``number``: a decimal, a fraction ``a/b`` or ``\\frac{a}{b}``, or a percentage;
+  correct within the task's tolerance (default: half a unit of the answer's last
+  written digit).
+
+Numbers are read after LaTeX is made plain: spacing (``\\,``, ``\\ ``, ``~``),
+``\\text{}``/``\\mathrm{}`` and unit powers (``m^2``, ``\\text{m}^2``, ``m²``,
+``^\\circ``) are dropped, so ``12\\,\\text{m}^2`` reads as 12, not 2.
 - ``text``: equal after case folding and dropping punctuation, articles and
   surrounding whitespace; for yes/no answers the first yes or no; for one-letter
   answers a quoted or lone letter, case-insensitively.
@@ -22,6 +28,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from .._answers import normalize_answer
 from .._parsing import extract_boxed
 from .tasks import LETTERS, Task
 
@@ -34,6 +41,15 @@ _WORDS = {w: i for i, w in enumerate(
     "fifteen sixteen seventeen eighteen nineteen twenty".split())}
 _WORD_NUMBER = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_QUOTES = "\"'\u201c\u201d\u2018\u2019`"
+# LaTeX a model writes around numbers, made plain before numbers are read.
+_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}")
+_THIN_THOUSANDS = re.compile(r"(?<=\d)\\[,;:! ](?=\d{3}(?!\d))")
+_LATEX_SPACE = re.compile(r"\\[,;:! ]|~")
+_LATEX_WRAP = re.compile(r"\\(?:text|mathrm|textrm|mathbf|textbf|operatorname)\s*\{([^{}]*)\}")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|°")
+# A power after a unit's letters or braces (m^2, \text{m}^{2}); 10^3 keeps its power.
+_UNIT_POWER = re.compile(r"(?<=[A-Za-z}])\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d+)|[²³]")
 
 
 @dataclass(frozen=True)
@@ -66,21 +82,35 @@ def _normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def _plain_math(text: str) -> str:
+    r"""``text`` with the LaTeX around numbers made plain: ``12\,\text{m}^2`` gives ``12 m``."""
+    text = _FRAC.sub(r" \1/\2 ", text)
+    text = _THIN_THOUSANDS.sub("", text)
+    text = _LATEX_SPACE.sub(" ", text.replace("\\%", "%"))
+    for _ in range(2):  # \text{\mathrm{m}}
+        text = _LATEX_WRAP.sub(r"\1", text)
+    text = _DEGREES.sub(" ", text)
+    return _UNIT_POWER.sub("", text)
+
+
 def _extract_choice(text: str, n: int) -> str | None:
     valid = LETTERS[:n]
-    s = text.strip()
+    # "'B'", "**B**": the wrapping is not part of the letter.
+    s = normalize_answer(text.strip())
     patterns = [
         r"^\(?([A-Z])\)?[.:)]?$",  # "B", "(B)", "B."
-        r"^\(?([A-Z])[).:]\s",  # "B) the text", "(B) text"
-        r"(?:answer|option|choice)\s*(?:is|:)?\s*(?:option\s*)?\(?([A-Z])\)?(?![\w])",
+        # "B) the text", "(B) text", "B.Transverse": a letter before the option's text.
+        r"^\(?([A-Z])(?:[).:]\s|[).:](?=(?-i:[A-Z])))",
+        rf"(?:answer|option|choice)\s*(?:is|:)?\s*(?:option\s*)?[{_QUOTES}*]*\(?([A-Z])\)?(?![\w])",
     ]
     for pattern in patterns:
         m = re.search(pattern, s, re.IGNORECASE if pattern.startswith("^") else 0)
         if m and m.group(1).upper() in valid:
             return m.group(1).upper()
-    bracketed = {x for x in re.findall(r"\(([A-Z])\)", s) if x in valid}
-    if len(bracketed) == 1:
-        return bracketed.pop()
+    for lone in (r"\(([A-Z])\)", rf"[{_QUOTES}]([A-Z])[{_QUOTES}]"):  # "(B)", "'B'" in the text
+        found = {x for x in re.findall(lone, s) if x in valid}
+        if len(found) == 1:
+            return found.pop()
     return None
 
 
@@ -169,7 +199,7 @@ def extract_answer(text: str | None, task: Task) -> str | None:
         choices = task.choices or []
         return _extract_choice(inner, len(choices)) or _choice_by_text(inner, choices)
     if kind in ("integer", "number"):
-        numbers = _numbers(inner)
+        numbers = _numbers(_plain_math(inner))
         if not numbers:
             return None
         value = numbers[-1]
