@@ -309,16 +309,17 @@ class EvalRunner(LoggingConfigurable):
         return False
 
     async def _run_tools(self, index: int, task: Task, kernel: Any) -> dict[str, Any] | None:
-        from .._images import load_image
         from .._session import Session
+        from .._video import load_media, split_media
 
         started = time.monotonic()
         try:
-            images = [load_image(p) for p in task.images]
+            images, videos = split_media([load_media(p) for p in task.images])
+            session = Session(prompt_text(task), images, model=self.model, executor=kernel,
+                              parent=self, max_turns=self.max_turns, timeout=self.tool_timeout,
+                              videos=videos)
         except ConfigError as exc:
             return self._record(task, "tools", started, status="error", error=str(exc))
-        session = Session(prompt_text(task), images, model=self.model, executor=kernel, parent=self,
-                          max_turns=self.max_turns, timeout=self.tool_timeout)
         self._active[index] = session
         status = None
         try:
