@@ -192,13 +192,20 @@ def check_video_limits(video: VideoInput, *, max_bytes: int | None,
     """Refuse a clip over the size or duration cap (``None`` means no cap)."""
     if max_bytes is not None and video.size_bytes > max_bytes:
         raise ImageInputError(
-            f"The video {video.name} is {video.size_bytes / 2**20:.1f} MiB, over the "
-            f"{max_bytes / 2**20:g} MiB limit; cut it shorter or raise Session.max_video_bytes.",
+            f"The video {video.name} is {human_size(video.size_bytes)}, over the "
+            f"{human_size(max_bytes)} limit; cut it shorter or raise Session.max_video_bytes.",
             source=video.source)
     if max_seconds is not None and video.duration > max_seconds:
         raise ImageInputError(
             f"The video {video.name} lasts {video.duration:.1f} s, over the {max_seconds:g} s "
             "limit; cut it shorter or raise Session.max_video_seconds.", source=video.source)
+
+
+def human_size(n: int) -> str:
+    """``n`` bytes as ``812 bytes``, ``6.3 KiB`` or ``512.0 MiB``."""
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.1f} MiB"
 
 
 def frame_budget(n: int, max_pixels: int) -> int:
@@ -373,7 +380,7 @@ def _temporary_folder() -> str:
     """This process's folder for clips made from bytes or arrays (removed at exit)."""
     folder = _FOLDER.get(str(os.getpid()))
     if folder is None or not os.path.isdir(folder):
-        folder = tempfile.mkdtemp(prefix="pyvision-video-")
+        folder = tempfile.mkdtemp(prefix="pyvision_clips-")
         _FOLDER[str(os.getpid())] = folder
         atexit.register(shutil.rmtree, folder, True)
     return folder

@@ -17,7 +17,8 @@ from typing import Any
 
 from ._errors import ImageInputError, PyVisionError
 from ._records import ExecutionResult, ImageInput, Output
-from ._video import VIDEO_SUFFIXES, VideoInput, check_video_limits, load_video, sample_frames
+from ._video import (VIDEO_SUFFIXES, VideoInput, check_video_limits, human_size, load_video,
+                     sample_frames)
 
 __all__ = ["describe_videos", "bind_videos", "can_bind", "video_parts", "WrittenVideos", "frame_outputs"]
 
@@ -110,7 +111,7 @@ def _copy_into_inputs(source: str | None, scratch: Path, name: str, max_bytes: i
                                                   "wb") as dst:
             shutil.copyfileobj(src, dst, 2**20)
             if max_bytes is not None and dst.tell() > max_bytes:  # it grew since it was checked
-                raise ImageInputError(f"The video {name} is over the {max_bytes / 2**20:g} MiB "
+                raise ImageInputError(f"The video {name} is over the {human_size(max_bytes)} "
                                       "limit; raise Session.max_video_bytes.", source=name)
     finally:
         os.close(directory)
@@ -118,7 +119,7 @@ def _copy_into_inputs(source: str | None, scratch: Path, name: str, max_bytes: i
 
 def describe_videos(videos: Sequence[VideoInput], frames: int) -> list[str]:
     """One line per input clip for a terminal: name, facts, frames the model gets."""
-    return [f"  video_clue_{i}: {v.name} ({v.facts()}, {v.size_bytes / 2**20:.1f} MiB); "
+    return [f"  video_clue_{i}: {v.name} ({v.facts()}, {human_size(v.size_bytes)}); "
             f"{len(v.frames) or min(frames, v.frame_count)} frames sampled for the model"
             for i, v in enumerate(videos)]
 
@@ -202,7 +203,7 @@ class WrittenVideos:
             with open(fd, "rb") as src, open(copy, "wb") as dst:
                 data = src.read(limit + 1 if limit is not None else -1)
                 if limit is not None and len(data) > limit:
-                    raise ImageInputError(f"it is over the {limit / 2**20:g} MiB video limit",
+                    raise ImageInputError(f"it is over the {human_size(limit)} video limit",
                                           source=name)
                 dst.write(data)
             video = load_video(copy, name=name)
