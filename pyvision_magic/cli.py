@@ -353,6 +353,9 @@ async def _ask(args: argparse.Namespace) -> int:
 
     if not args.question.strip():
         raise ConfigError("The question is empty: write what you want to know about the image.")
+    # FFmpeg inside OpenCV would print its own lines for a bad clip; ours says what to do.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     images, videos = split_media([load_media(path) for path in args.image])
     folder = _image_folder(args)
     try:
