@@ -287,7 +287,7 @@ class SessionHandle:
 
             view = SessionWidget(child.transcript.question, child.transcript.images,
                                  child.transcript.model, title=f"Fork from turn {index + 1}",
-                                 fork_of=index)
+                                 fork_of=index, videos=child.transcript.videos)
             self.view.add_fork(view, index)
         handle = SessionHandle(self.workspace, child, view, kernel=kernel, fork_of=(self, index))
         self.workspace.add(handle)

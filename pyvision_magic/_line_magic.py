@@ -210,7 +210,8 @@ def load_handle(magics: Any, saved: dict[str, Any], *, with_view: bool = True,
         from .ui import SessionWidget
 
         title = f"Fork from turn {fork_of + 1}" if fork_of is not None else ""
-        view = SessionWidget(t.question, t.images, t.model, title=title, fork_of=fork_of)
+        view = SessionWidget(t.question, t.images, t.model, title=title, fork_of=fork_of,
+                             videos=t.videos)
     handle = SessionHandle(magics.workspace, session, view)
     if view is not None:
         view.show_transcript(st)

@@ -285,11 +285,17 @@ class PyVisionMagics(Magics):
         video_options = {} if args.video_frames is None else {"video_frames": args.video_frames}
         session = Session(question, images, model=model, executor=kernel, parent=s,
                           max_turns=max_turns, timeout=timeout, videos=videos, **video_options)
+        if videos:  # sampled now, so that the view's header shows them from the start
+            from ._video import sample_frames
+
+            for video in videos:
+                if not video.frames:
+                    video.frames = sample_frames(video, session.video_frames, session.max_pixels)
         view = None
         if getattr(self.shell, "kernel", None) is not None and not self.workspace.static_only():
             from .ui import SessionWidget
 
-            view = SessionWidget(question, images, session.transcript.model,
+            view = SessionWidget(question, images, session.transcript.model, videos=videos,
                                  notice=self.workspace.isolation_notice(kernel))
         else:  # a terminal (or no front end): progress as text
             self.workspace.tell_isolation(kernel)

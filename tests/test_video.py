@@ -291,3 +291,23 @@ def test_a_link_the_tool_plants_is_not_followed(tmp_path):
     texts = [o.text for o in result.outputs if o.kind == "text"]
     assert len(texts) == 1 and texts[0].startswith("[video real.mp4: 3.00 s")
     assert sum(o.kind == "image" for o in result.outputs) == 3
+
+
+def test_views_show_the_sampled_frames_from_the_transcript(clip):
+    from pyvision_magic._render import render_html
+    from pyvision_magic.ui import SessionWidget
+
+    video = load_video(clip)
+    video.frames = sample_frames(video, 3, 65_536)
+    transcript = Transcript(question="Q?", model="m", videos=[video])
+    clip.unlink()  # the clip is gone: its frames are enough to show it
+    loaded = Transcript.from_dict(json.loads(transcript.to_json()))
+    assert not loaded.videos[0].available and [f.index for f in loaded.videos[0].frames] == [0, 30, 59]
+    page = render_html(loaded)
+    assert page.count("alt='video_clue_0 ") == 3 and "alt='video_clue_0 1.50 s'" in page
+    view = SessionWidget("Q?", [], "m", videos=loaded.videos)
+    strip = view.header["images"]
+    assert [(t["variable"], t["name"]) for t in strip] == [
+        ("video_clue_0", "0.00 s (frame 0)"), ("video_clue_0", "1.50 s (frame 30)"),
+        ("video_clue_0", "2.95 s (frame 59)")]
+    assert all(t["key"] for t in strip)
