@@ -13,6 +13,7 @@ from conftest import code_reply
 
 from pyvision_magic.cli import main
 from pyvision_magic.eval.blind import VIDEO_FAMILIES, generate_blind_tasks
+from pyvision_magic.eval.runner import BASELINE_PROMPT
 from pyvision_magic.eval.scoring import score_answer
 
 
@@ -94,6 +95,8 @@ else:
 
 
 def oracle(body: dict) -> object:
+    if body["messages"][0]["content"] == BASELINE_PROMPT:  # no tools: one answer
+        return "<answer>0</answer>"
     last = body["messages"][-1]
     if isinstance(last["content"], list) and "<interpreter>" in last["content"][0]["text"]:
         found = re.search(r"RESULT (\S+)", last["content"][0]["text"])
@@ -108,12 +111,22 @@ def test_eval_run_with_tools_reading_the_clips_scores_every_answer(chat_server, 
     chat_server.default = oracle
     task_file = tasks[0].images[0].parents[1] / "tasks.jsonl"
     code = main(["eval", str(task_file), "--out", str(tmp_path / "r"), "-q", "--concurrency", "2",
-                 "--base-url", chat_server.base_url, "--model", "m"])
+                 "--base-url", chat_server.base_url, "--model", "m", "--baseline"])
     assert code == 0
     records = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
-    assert len(records) == len(tasks)
-    wrong = [(r["id"], r["prediction"], r["answer"]) for r in records if not r["correct"]]
+    tools = [r for r in records if r["mode"] == "tools"]
+    assert len(tools) == len(tasks)
+    wrong = [(r["id"], r["prediction"], r["answer"]) for r in tools if not r["correct"]]
     assert wrong == []
-    # The model saw sampled frames labelled with their times before the question.
-    first = chat_server.chat_requests[0].body["messages"][1]["content"]
-    assert first[0]["text"].startswith("video_clue_0 (") and "8 frames sampled evenly" in first[0]["text"]
+    # Without tools the same scoring finds the constant guess wrong (no answer is 0).
+    baseline = [r for r in records if r["mode"] == "baseline"]
+    assert len(baseline) == len(tasks) and not any(r["correct"] for r in baseline)
+    assert {r["status"] for r in baseline} == {"answered"}
+    # Both saw sampled frames labelled with their times before the question; only the
+    # session with tools is told how to read the clip in code.
+    firsts = [r.body["messages"][1]["content"] for r in chat_server.chat_requests
+              if r.body["messages"][1]["role"] == "user"]
+    assert all(c[0]["text"].startswith("video_clue_0 (") and "8 frames sampled evenly" in c[0]["text"]
+               for c in firsts)
+    assert any("not available to code" in c[0]["text"] for c in firsts)
+    assert any("video_clue_0.frame(i)" in c[0]["text"] for c in firsts)
