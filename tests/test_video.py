@@ -311,3 +311,27 @@ def test_views_show_the_sampled_frames_from_the_transcript(clip):
         ("video_clue_0", "0.00 s (frame 0)"), ("video_clue_0", "1.50 s (frame 30)"),
         ("video_clue_0", "2.95 s (frame 59)")]
     assert all(t["key"] for t in strip)
+
+
+def test_a_restarted_kernel_gets_its_clip_back_without_writing_through_a_planted_link(
+        chat_server, clip, tmp_path, monkeypatch):
+    from conftest import run_session
+
+    from pyvision_magic._model import OpenAIModel
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    chat_server.script = [
+        code_reply("import os\nos.remove('inputs/video_clue_0.mp4')\n"
+                   f"os.symlink({str(victim)!r}, 'inputs/video_clue_0.mp4')\nos._exit(1)"),
+        code_reply("import os\nprint('frames', len(video_clue_0), os.path.islink(video_clue_0.path))"),
+        "<answer>done</answer>",
+    ]
+    session = run_session("Q?", [], OpenAIModel(base_url=chat_server.base_url, model="m"),
+                          videos=[load_video(clip)])
+    assert session.status == "answered", session.transcript.error
+    died, after = session.transcript.turns[:2]
+    assert died.exec_status == "died"
+    assert after.outputs[0].text == "frames 60 False\n"
+    assert victim.read_text() == "precious"
