@@ -171,8 +171,9 @@ def load_video(source: Any, *, name: str | None = None, fps: float | None = None
             raise ImageInputError(f"The video {label} is empty (0 bytes); check where it came from.",
                                   source=label)
         suffix = Path(label).suffix.lower() if label.lower().endswith(VIDEO_SUFFIXES) else ".mp4"
-        path = os.path.join(_temporary_folder(), f"clip-{len(os.listdir(_temporary_folder()))}{suffix}")
-        Path(path).write_bytes(bytes(source))
+        handle, path = tempfile.mkstemp(suffix=suffix, prefix="clip-", dir=_temporary_folder())
+        with open(handle, "wb") as file:
+            file.write(bytes(source))
         return _probe(path, Path(label).name, label)
     label = os.fspath(source)
     path = Path(os.path.expanduser(label))
@@ -365,9 +366,9 @@ def _from_array(arr: Any, name: str, fps: float, bgr: bool) -> VideoInput:
     if fps <= 0:
         raise ImageInputError(f"A video's fps must be positive, not {fps:g}.", source="<array>")
     frames = arr[..., ::-1] if bgr else arr
-    folder = _temporary_folder()
-    path = os.path.join(folder, f"array-{len(os.listdir(folder))}.npy")
-    np.save(path, np.ascontiguousarray(frames))
+    handle, path = tempfile.mkstemp(suffix=".npy", prefix="array-", dir=_temporary_folder())
+    with open(handle, "wb") as file:
+        np.save(file, np.ascontiguousarray(frames))
     return VideoInput(name=name, source="<array>", path=path, fps=float(fps),
                       frame_count=int(arr.shape[0]), width=int(arr.shape[2]),
                       height=int(arr.shape[1]), size_bytes=os.path.getsize(path))

@@ -181,9 +181,10 @@ class VideoClue:
     # -- decoding ----------------------------------------------------------------------
 
     def _index(self, index: int) -> int:
-        if not isinstance(index, (int,)) and not hasattr(index, "__index__"):
-            raise TypeError(f"a frame index must be an integer, not {type(index).__name__}")
-        index = int(index)
+        if not hasattr(index, "__index__"):  # ints and numpy integers, not floats
+            raise TypeError(f"a frame index must be an integer, not {type(index).__name__}; "
+                            "use at(seconds) for a time.")
+        index = index.__index__()
         if index < 0:
             index += self.frame_count
         if not 0 <= index < self.frame_count:
