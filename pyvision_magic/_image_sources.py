@@ -68,7 +68,7 @@ def resolve_image(
         if _is_video(name, data[:16]):  # a clip: see _video
             from ._video import load_video
 
-            return [load_video(data, name=name)]  # type: ignore[list-item]
+            return [load_video(data, name=name, origin=value)]  # type: ignore[list-item]
         return [_load_bytes(data, name, value)]
     path = Path(os.path.expanduser(value))
     if not path.exists() and value.isidentifier():

@@ -144,7 +144,7 @@ def split_media(items: list[Any]) -> tuple[list[ImageInput], list[VideoInput]]:
 
 
 def load_video(source: Any, *, name: str | None = None, fps: float | None = None,
-               bgr: bool = False) -> VideoInput:
+               bgr: bool = False, origin: str | None = None) -> VideoInput:
     """Probe a video file, the bytes of one, or an array of frames (T, H, W, 3).
 
     Parameters
@@ -156,6 +156,10 @@ def load_video(source: Any, *, name: str | None = None, fps: float | None = None
         Name shown to the model (default: the file name, "video" for bytes and arrays).
     fps : float, optional
         Frame rate of an array (default 1, so frame k is at k seconds).
+    bgr : bool
+        The array's channels are in OpenCV's BGR order.
+    origin : str, optional
+        Where bytes came from (their URL), kept as :attr:`VideoInput.source`.
 
     Raises
     ------
@@ -174,7 +178,9 @@ def load_video(source: Any, *, name: str | None = None, fps: float | None = None
         handle, path = tempfile.mkstemp(suffix=suffix, prefix="clip-", dir=_temporary_folder())
         with open(handle, "wb") as file:
             file.write(bytes(source))
-        return _probe(path, Path(label).name, label)
+        video = _probe(path, Path(label).name, origin or label)
+        video.source = origin or label
+        return video
     label = os.fspath(source)
     path = Path(os.path.expanduser(label))
     if not path.exists():

@@ -134,7 +134,8 @@ class PyVisionMagics(Magics):
     @magic_arguments()
     @argument("-i", "--image", action="append", default=[], metavar="IMAGE",
               help="a variable (PIL image, numpy array, matplotlib Figure, bytes, or a list "
-              "of them), a file path, or an http(s) URL; repeat for several images")
+              "of them; a (T, H, W, 3) array is a video), an image or video file path, or an "
+              "http(s) URL; repeat for several (videos are bound as video_clue_0, ...)")
     @argument("--bgr", action="store_true", help="numpy arrays are in OpenCV's BGR order")
     @argument("--video-frames", type=int, metavar="N",
               help="frames of each video shown to the model (default: Session.video_frames, 8)")

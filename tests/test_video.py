@@ -335,3 +335,58 @@ def test_a_restarted_kernel_gets_its_clip_back_without_writing_through_a_planted
     assert died.exec_status == "died"
     assert after.outputs[0].text == "frames 60 False\n"
     assert victim.read_text() == "precious"
+
+
+@pytest.fixture
+def shell(no_openai_env):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from pyvision_magic.magics import load_ipython_extension, unload_ipython_extension
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("config", "PyVision.use_pool = False")
+    load_ipython_extension(ip)
+    yield ip
+    unload_ipython_extension(ip)
+    for name in ("frames", "r", "clip_url"):
+        ip.user_ns.pop(name, None)
+
+
+@pytest.fixture
+def clip_server(tmp_path):
+    """Serves tmp_path over HTTP on loopback."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_magic_takes_an_array_of_frames_and_a_clip_url(shell, make_chat_server, clip,
+                                                           clip_server, monkeypatch):
+    from IPython.core.error import UsageError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    frames = np.zeros((6, 10, 12, 3), np.uint8)
+    frames[4, :, :, 0] = 200  # frame 4 (4 s at 1 fps) is red
+    shell.user_ns["frames"] = frames
+    server = make_chat_server([
+        code_reply("import numpy as np\nprint(len(video_clue_0), video_clue_0.fps,"
+                   " np.asarray(video_clue_0.at(4.0))[0, 0].tolist(), video_clue_1.size)"),
+        "<answer>4 s</answer>"])
+    shell.run_cell_magic("pyvision", f"-i frames -i {clip_server}/clip.mp4 --video-frames 3 "
+                         f"--base-url {server.base_url} -o r", "When is it red?")
+    r = shell.user_ns["r"]
+    assert r.answer == "4 s", r.transcript.error
+    assert r.transcript.turns[0].outputs[0].text == "6 1.0 [200, 0, 0] (160, 96)\n"
+    assert [len(v.frames) for v in r.transcript.videos] == [3, 3]
+    assert r.transcript.videos[1].name == "clip.mp4" and r.transcript.videos[1].source == f"{clip_server}/clip.mp4"
+    with pytest.raises(UsageError, match=r"A video array must have shape \(T, H, W, 3\)"):
+        shell.user_ns["frames"] = np.zeros((2, 4, 4, 4), np.uint8)
+        shell.run_cell_magic("pyvision", "-i frames", "q")
