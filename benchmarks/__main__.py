@@ -32,6 +32,7 @@ BENCHMARKS = [
     "session_view",
     "kernel_overhead",
     "image_bytes",
+    "video_input",
     "eval_throughput",
     "notebook_size",
     "memory",

@@ -400,8 +400,7 @@ class Session(LoggingConfigurable):
                 if not video.frames:
                     video.frames = await asyncio.to_thread(
                         sample_frames, video, self.video_frames, self.max_pixels)
-            question["content"][-1:-1] = video_parts(t.videos, self._image_url,
-                                                     bound=can_bind(self.executor))
+            question["content"][-1:-1] = video_parts(t.videos, bound=can_bind(self.executor))
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": system_prompt(libraries=libraries, python=python,
                                                         timeout=self.timeout, network=network)},

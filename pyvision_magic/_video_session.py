@@ -11,12 +11,12 @@ import base64
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ._errors import ImageInputError, PyVisionError
-from ._records import ExecutionResult, ImageInput, Output
+from ._records import ExecutionResult, Output
 from ._video import (VIDEO_SUFFIXES, VideoInput, check_video_limits, human_size, load_video,
                      sample_frames)
 
@@ -35,9 +35,13 @@ def can_bind(executor: Any) -> bool:
     return hasattr(type(executor), "scratch_path")
 
 
-def video_parts(videos: Sequence[VideoInput], image_url: Callable[[ImageInput], str],
-                bound: bool) -> list[dict[str, Any]]:
-    """Message parts for the question's clips: facts, how to read frames, sampled frames."""
+def video_parts(videos: Sequence[VideoInput], bound: bool) -> list[dict[str, Any]]:
+    """Message parts for the question's clips: facts, how to read frames, sampled frames.
+
+    The frames go as :func:`sample_frames` encoded them (already within the budget).
+    """
+    from ._images import to_data_url
+
     parts: list[dict[str, Any]] = []
     for i, video in enumerate(videos):
         var = f"video_clue_{i}"
@@ -52,7 +56,8 @@ def video_parts(videos: Sequence[VideoInput], image_url: Callable[[ImageInput], 
         parts.append({"type": "text", "text": text})
         for frame in video.frames:
             parts.append({"type": "text", "text": f"{var} frame {frame.index} at {frame.seconds:.2f} s:"})
-            parts.append({"type": "image_url", "image_url": {"url": image_url(frame.image)}})
+            url = to_data_url(frame.image.mime, frame.image.data)
+            parts.append({"type": "image_url", "image_url": {"url": url}})
     return parts
 
 

@@ -374,7 +374,7 @@ class EvalRunner(LoggingConfigurable):
             return to_data_url(*encode_for_model(im))
 
         message = question_message(prompt_text(task), images, url)
-        message["content"][-1:-1] = video_parts(videos, url, bound=False)
+        message["content"][-1:-1] = video_parts(videos, bound=False)
         messages = [{"role": "system", "content": BASELINE_PROMPT}, message]
         transcript = Transcript(question=prompt_text(task), model=self.model.name, images=images,
                                 max_turns=1, timeout=self.task_timeout, videos=videos)
