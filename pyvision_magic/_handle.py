@@ -240,6 +240,7 @@ class SessionHandle:
         kernel = await self.workspace.new_kernel()
         self.kernel = self.session.executor = kernel
         await kernel.bind_images(self.transcript.images)
+        await self._bind_videos(kernel)
         for turn in self.transcript.turns[:index]:
             if turn.code and turn.exec_status not in (None, "skipped", "stopped"):
                 await kernel.execute(turn.code, timeout=self.session.timeout)
@@ -343,6 +344,15 @@ class SessionHandle:
             return
         await self.kernel.restart()
         await self.kernel.bind_images(self.transcript.images)
+        await self._bind_videos(self.kernel)
+
+    async def _bind_videos(self, kernel: Any) -> None:
+        """Bind the clips as ``video_clue_N`` again (see ``_video_session``)."""
+        if self.transcript.videos:
+            from ._video_session import bind_videos
+
+            await bind_videos(kernel, self.transcript.videos,
+                              max_bytes=self.session.max_video_bytes)
 
     def restart_kernel(self) -> None:
         """Restart the kernel: variables from the tools are gone, the images are bound again."""

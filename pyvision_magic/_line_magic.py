@@ -199,7 +199,8 @@ def load_handle(magics: Any, saved: dict[str, Any], *, with_view: bool = True,
         raise ConfigError(f"Not a valid pyvision session: {exc}.") from None
     session = Session(t.question, t.images, model=ReplayModel(t), executor=None,  # type: ignore[arg-type]
                       history=t.turns, parent=magics.settings,
-                      max_turns=max(t.max_turns, len(t.turns), 1), timeout=t.timeout)
+                      max_turns=max(t.max_turns, len(t.turns), 1), timeout=t.timeout,
+                      videos=t.videos)
     st = session.transcript
     st.status, st.answer, st.error, st.usage, st.created = (t.status, t.answer, t.error,
                                                           t.usage, t.created)

@@ -20,7 +20,7 @@ from ._records import ExecutionResult, Output
 from ._video import (VIDEO_SUFFIXES, VideoInput, check_video_limits, human_size, load_video,
                      sample_frames)
 
-__all__ = ["describe_videos", "bind_videos", "can_bind", "video_parts", "WrittenVideos", "frame_outputs"]
+__all__ = ["export_source", "describe_videos", "bind_videos", "can_bind", "video_parts", "WrittenVideos", "frame_outputs"]
 
 _HOW_TO_READ = (
     "In code, {var} is the whole clip: {var}.frame(i) and {var}.at(seconds) return any frame "
@@ -127,6 +127,16 @@ def describe_videos(videos: Sequence[VideoInput], frames: int) -> list[str]:
     return [f"  video_clue_{i}: {v.name} ({v.facts()}, {human_size(v.size_bytes)}); "
             f"{len(v.frames) or min(frames, v.frame_count)} frames sampled for the model"
             for i, v in enumerate(videos)]
+
+
+def export_source(videos: Sequence[VideoInput]) -> str:
+    """The code of an exported notebook's cell that binds ``video_clue_N`` again."""
+    lines = ["# The input videos, read from their files (the session kept only sampled frames)",
+             "from pyvision_magic.kernel.video_reader import VideoClue"]
+    for i, video in enumerate(videos):
+        lines.append(f"video_clue_{i} = VideoClue({video.path!r}, fps={video.fps!r})  "
+                     f"# {video.name}")
+    return "\n".join(lines)
 
 
 def frame_outputs(video: VideoInput, label: str) -> list[Output]:

@@ -387,6 +387,19 @@ def test_the_magic_takes_an_array_of_frames_and_a_clip_url(shell, make_chat_serv
     assert r.transcript.turns[0].outputs[0].text == "6 1.0 [200, 0, 0] (160, 96)\n"
     assert [len(v.frames) for v in r.transcript.videos] == [3, 3]
     assert r.transcript.videos[1].name == "clip.mp4" and r.transcript.videos[1].source == f"{clip_server}/clip.mp4"
+    # Run again after a restart, and in a new kernel: the clips are bound again.
+    shell.run_line_magic("pyvision", "restart 1")
+    assert r.rerun(0, "print(len(video_clue_0), len(video_clue_1))").outputs[0].text == "6 60\n"
+    shell.run_line_magic("pyvision", "stop all")
+    assert r.rerun(0, "print(video_clue_1.fps)").outputs[0].text == "20.0\n"
+    # An exported notebook reads the clips from their files.
+    from pyvision_magic._export import export_notebook
+
+    cells = export_notebook(r.transcript).cells
+    source = next(c.source for c in cells if "VideoClue(" in c.source)
+    namespace: dict = {}
+    exec(source, namespace)  # noqa: S102 - our own generated code
+    assert len(namespace["video_clue_0"]) == 6 and namespace["video_clue_1"].fps == 20.0
     with pytest.raises(UsageError, match=r"A video array must have shape \(T, H, W, 3\)"):
         shell.user_ns["frames"] = np.zeros((2, 4, 4, 4), np.uint8)
         shell.run_cell_magic("pyvision", "-i frames", "q")
