@@ -129,7 +129,7 @@ class Session(LoggingConfigurable):
                 check_video_limits(video, max_bytes=self.max_video_bytes,
                                    max_seconds=self.max_video_seconds)
         self._written_videos = WrittenVideos(
-            executor, frames=self.video_frames, max_pixels=self.max_pixels,
+            frames=self.video_frames, max_pixels=self.max_pixels,
             max_bytes=self.max_video_bytes, max_seconds=self.max_video_seconds)
         self._history = len(history)
         #: Sent with every request of this session (``Model.complete(cache_key=...)``),
@@ -261,9 +261,9 @@ class Session(LoggingConfigurable):
         self._executing = True
         try:
             with _executor_faults():
-                await self._written_videos.snapshot()
+                await self._written_videos.snapshot(self.executor)
                 result = await self.executor.execute(code, timeout=self.timeout)
-                result = await self._written_videos.collect(result)
+                result = await self._written_videos.collect(self.executor, result)
                 if result.status in ("died", "timeout") and self.transcript.videos:
                     # A restarted kernel got its images back, not its clips.
                     await bind_videos(self.executor, self.transcript.videos,

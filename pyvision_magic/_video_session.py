@@ -17,10 +17,17 @@ from typing import Any
 
 from ._errors import ImageInputError, PyVisionError
 from ._records import ExecutionResult, Output
-from ._video import (VIDEO_SUFFIXES, VideoInput, check_video_limits, human_size, load_video,
-                     sample_frames)
+from ._video import (
+    VIDEO_SUFFIXES,
+    VideoInput,
+    check_video_limits,
+    human_size,
+    load_video,
+    sample_frames,
+)
 
-__all__ = ["export_source", "describe_videos", "bind_videos", "can_bind", "video_parts", "WrittenVideos", "frame_outputs"]
+__all__ = ["bind_videos", "can_bind", "video_parts", "WrittenVideos", "frame_outputs",
+           "describe_videos", "export_source"]
 
 _HOW_TO_READ = (
     "In code, {var} is the whole clip: {var}.frame(i) and {var}.at(seconds) return any frame "
@@ -55,7 +62,8 @@ def video_parts(videos: Sequence[VideoInput], bound: bool) -> list[dict[str, Any
             text += "The clip itself is not available to code: only these frames are."
         parts.append({"type": "text", "text": text})
         for frame in video.frames:
-            parts.append({"type": "text", "text": f"{var} frame {frame.index} at {frame.seconds:.2f} s:"})
+            label = f"{var} frame {frame.index} at {frame.seconds:.2f} s:"
+            parts.append({"type": "text", "text": label})
             url = to_data_url(frame.image.mime, frame.image.data)
             parts.append({"type": "image_url", "image_url": {"url": url}})
     return parts
@@ -162,15 +170,14 @@ class WrittenVideos:
     file the tool could not.
     """
 
-    def __init__(self, executor: Any, *, frames: int, max_pixels: int, max_bytes: int | None,
+    def __init__(self, *, frames: int, max_pixels: int, max_bytes: int | None,
                  max_seconds: float | None) -> None:
-        self.executor = executor
         self.frames, self.max_pixels = frames, max_pixels
         self.max_bytes, self.max_seconds = max_bytes, max_seconds
         self._seen: dict[str, tuple[int, int]] = {}
 
-    def _scan(self) -> dict[str, tuple[int, int]]:
-        scratch = getattr(self.executor, "scratch_path", None)
+    @staticmethod
+    def _scan(scratch: Any) -> dict[str, tuple[int, int]]:
         found: dict[str, tuple[int, int]] = {}
         if scratch is None:
             return found
@@ -184,17 +191,19 @@ class WrittenVideos:
             pass
         return found
 
-    async def snapshot(self) -> None:
-        self._seen = await asyncio.to_thread(self._scan)
+    async def snapshot(self, executor: Any) -> None:
+        """Note the video files in ``executor``'s working folder (none without one)."""
+        self._seen = await asyncio.to_thread(self._scan, getattr(executor, "scratch_path", None))
 
-    async def collect(self, result: ExecutionResult) -> ExecutionResult:
+    async def collect(self, executor: Any, result: ExecutionResult) -> ExecutionResult:
         """``result`` with the frames of each video the tool wrote appended."""
-        now = await asyncio.to_thread(self._scan)
+        scratch = getattr(executor, "scratch_path", None)
+        now = await asyncio.to_thread(self._scan, scratch)
         changed = sorted(name for name, stamp in now.items() if self._seen.get(name) != stamp)
         self._seen = now
         for name in changed:
             try:
-                video = await asyncio.to_thread(self._read, name)
+                video = await asyncio.to_thread(self._read, str(scratch), name)
                 result.outputs.extend(frame_outputs(video, name))
             except Exception as exc:  # noqa: BLE001 - a bad file is the tool's, not a fault
                 why = str(exc) if isinstance(exc, PyVisionError) else f"{type(exc).__name__}: {exc}"
@@ -202,8 +211,7 @@ class WrittenVideos:
                                              text=f"[video {name} cannot be shown: {why}]\n"))
         return result
 
-    def _read(self, name: str) -> VideoInput:
-        scratch = str(self.executor.scratch_path)
+    def _read(self, scratch: str, name: str) -> VideoInput:
         folder = tempfile.mkdtemp(prefix="pyvision-written-")
         copy = os.path.join(folder, "clip" + Path(name).suffix.lower())
         try:

@@ -176,7 +176,7 @@ w.release()
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pyvision_magic", *args], capture_output=True,
-                          text=True, env=env, timeout=240)
+                          text=True, env=env, timeout=240, check=False)
 
 
 @pytest.fixture
@@ -280,12 +280,11 @@ def test_a_link_the_tool_plants_is_not_followed(tmp_path):
         scratch_path = scratch
 
     async def go():
-        watcher = WrittenVideos(Folder(), frames=3, max_pixels=30_000, max_bytes=None,
-                                max_seconds=None)
-        await watcher.snapshot()
+        watcher = WrittenVideos(frames=3, max_pixels=30_000, max_bytes=None, max_seconds=None)
+        await watcher.snapshot(Folder())
         (scratch / "out.mp4").symlink_to(secret)
         dot_clip(scratch / "real.mp4")
-        return await watcher.collect(ExecutionResult("ok"))
+        return await watcher.collect(Folder(), ExecutionResult("ok"))
 
     result = asyncio.run(go())
     texts = [o.text for o in result.outputs if o.kind == "text"]

@@ -113,7 +113,7 @@ class VideoClue:
         if not 0 <= seconds <= self.duration:
             raise IndexError(f"{seconds:g} s is outside the clip, which lasts "
                              f"{self.duration:.3f} s.")
-        return min(int(math.floor(seconds * self.fps + 1e-9)), self.frame_count - 1)
+        return min(math.floor(seconds * self.fps + 1e-9), self.frame_count - 1)
 
     def uniform_indices(self, n: int) -> list[int]:
         """``n`` frame indices spread evenly from the first frame to the last."""
