@@ -159,7 +159,8 @@ def load_video(source: Any, *, name: str | None = None, fps: float | None = None
     bgr : bool
         The array's channels are in OpenCV's BGR order.
     origin : str, optional
-        Where bytes came from (their URL), kept as :attr:`VideoInput.source`.
+        What to call the clip in messages and :attr:`VideoInput.source` (the URL of
+        downloaded bytes; default: the path).
 
     Raises
     ------
@@ -181,8 +182,8 @@ def load_video(source: Any, *, name: str | None = None, fps: float | None = None
         video = _probe(path, Path(label).name, origin or label)
         video.source = origin or label
         return video
-    label = os.fspath(source)
-    path = Path(os.path.expanduser(label))
+    path = Path(os.path.expanduser(os.fspath(source)))
+    label = origin or os.fspath(source)
     if not path.exists():
         raise ImageInputError(f"Video file not found: {label}. Check the path.", source=label)
     if path.is_dir():

@@ -229,7 +229,7 @@ class WrittenVideos:
                     raise ImageInputError(f"it is over the {human_size(limit)} video limit",
                                           source=name)
                 dst.write(data)
-            video = load_video(copy, name=name)
+            video = load_video(copy, name=name, origin=name)
             check_video_limits(video, max_bytes=self.max_bytes, max_seconds=self.max_seconds)
             video.frames = sample_frames(video, self.frames, self.max_pixels, label=name)
             video.path = None  # the copy is removed below

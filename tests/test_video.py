@@ -284,11 +284,15 @@ def test_a_link_the_tool_plants_is_not_followed(tmp_path):
         await watcher.snapshot(Folder())
         (scratch / "out.mp4").symlink_to(secret)
         dot_clip(scratch / "real.mp4")
+        (scratch / "junk.avi").write_bytes(b"RIFF" + b"\0" * 200)
         return await watcher.collect(Folder(), ExecutionResult("ok"))
 
     result = asyncio.run(go())
     texts = [o.text for o in result.outputs if o.kind == "text"]
-    assert len(texts) == 1 and texts[0].startswith("[video real.mp4: 3.00 s")
+    assert len(texts) == 2 and texts[1].startswith("[video real.mp4: 3.00 s")
+    # A clip that cannot be read is one line for the model, named as the tool named it.
+    assert texts[0] == ("[video junk.avi cannot be shown: junk.avi is not a video OpenCV can read; "
+                        "pass an MP4, WebM, AVI or MOV file.]\n")
     assert sum(o.kind == "image" for o in result.outputs) == 3
 
 
