@@ -1,6 +1,6 @@
 """What a video input costs before the model sees it, against decoding the whole clip.
 
-The clip is a generated 640x360 MPEG-4 at 30 fps (60 s; 10 s with ``--quick``), written
+The clip is a generated 640x360 MPEG-4 at 30 fps (60 s; 4 s with ``--quick``), written
 with cv2.VideoWriter into a temporary folder. Figures:
 
 - ``probe + sample time``: ``load_video`` (open, count, decode the first and last frame)
@@ -59,7 +59,7 @@ def _decode_all(path: Path) -> int:
 
 def run(quick: bool) -> list[dict]:
     """Measure the figures; each row has figure, ours, baseline, ratio and goal."""
-    seconds = 10 if quick else 60
+    seconds = 4 if quick else 60
     rounds = 2 if quick else 4
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "clip.mp4"
