@@ -33,6 +33,7 @@ BENCHMARKS = [
     "kernel_overhead",
     "image_bytes",
     "tokens",
+    "video_input",
     "eval_throughput",
     "notebook_size",
     "memory",

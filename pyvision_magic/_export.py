@@ -95,6 +95,10 @@ def export_notebook(transcript: Transcript, image_dir: str | os.PathLike[str] | 
         ),
         nbf.new_code_cell(_setup_source(paths)),
     ]
+    if t.videos:  # the clips, read from where they were (the transcript keeps no clip)
+        from ._video_session import export_source
+
+        cells.append(nbf.new_code_cell(export_source(t.videos)))
     for turn in t.turns:
         words = prose(turn.text, turn.code)
         if words:

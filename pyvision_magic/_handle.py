@@ -243,6 +243,7 @@ class SessionHandle:
         kernel = await self.workspace.new_kernel()
         self.kernel = self.session.executor = kernel
         await kernel.bind_images(self.transcript.images)
+        await self._bind_videos(kernel)
         for turn in self.transcript.turns[:index]:
             if turn.code and turn.exec_status not in (None, "skipped", "stopped"):
                 await kernel.execute(turn.code, timeout=self.session.timeout)
@@ -290,7 +291,7 @@ class SessionHandle:
 
             view = SessionWidget(child.transcript.question, child.transcript.images,
                                  child.transcript.model, title=f"Fork from turn {index + 1}",
-                                 fork_of=index)
+                                 fork_of=index, videos=child.transcript.videos)
             self.view.add_fork(view, index)
         handle = SessionHandle(self.workspace, child, view, kernel=kernel, fork_of=(self, index))
         self.workspace.add(handle)
@@ -346,6 +347,15 @@ class SessionHandle:
             return
         await self.kernel.restart()
         await self.kernel.bind_images(self.transcript.images)
+        await self._bind_videos(self.kernel)
+
+    async def _bind_videos(self, kernel: Any) -> None:
+        """Bind the clips as ``video_clue_N`` again (see ``_video_session``)."""
+        if self.transcript.videos:
+            from ._video_session import bind_videos
+
+            await bind_videos(kernel, self.transcript.videos,
+                              max_bytes=self.session.max_video_bytes)
 
     def restart_kernel(self) -> None:
         """Restart the kernel: variables from the tools are gone, the images are bound again."""

@@ -53,6 +53,8 @@ def history_note(policy: str) -> str:
 
 
 def placeholder_text(image: SentImage) -> str:
+    if not image.name.startswith("image_clue_"):  # e.g. a frame of a video a tool wrote
+        return f"[a {image.width}x{image.height} image shown earlier, not sent again]"
     return (f"[{image.name}: {image.width}x{image.height} image shown earlier, not sent "
             f"again; display({image.name}) shows it again]")
 

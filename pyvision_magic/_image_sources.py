@@ -65,6 +65,10 @@ def resolve_image(
     if value.startswith(("http://", "https://")):
         data = fetch_url(value, timeout=url_timeout, max_bytes=max_url_bytes)
         name = Path(urllib.parse.urlparse(value).path).name or "image"
+        if _is_video(name, data[:16]):  # a clip: see _video
+            from ._video import load_video
+
+            return [load_video(data, name=name, origin=value)]  # type: ignore[list-item]
         return [_load_bytes(data, name, value)]
     path = Path(os.path.expanduser(value))
     if not path.exists() and value.isidentifier():
@@ -73,7 +77,25 @@ def resolve_image(
             "name; define the variable first or give a file path.",
             source=value,
         )
+    if path.is_file() and _is_video(path.name, _head(path)):  # a clip: see _video
+        from ._video import load_video
+
+        return [load_video(path)]  # type: ignore[list-item]
     return [load_image(path, name=path.name, bgr=bgr)]
+
+
+def _is_video(name: str, head: bytes) -> bool:
+    from ._video import is_video
+
+    return is_video(name, head)
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(16)
+    except OSError:
+        return b""
 
 
 def _lookup(value: str, namespace: Mapping[str, Any]) -> tuple[bool, Any]:
@@ -117,6 +139,10 @@ def _from_object(obj: Any, label: str, **options: Any) -> list[ImageInput]:
         for i, item in enumerate(obj):
             images.extend(_from_object(item, f"{label}[{i}]", **options))
         return images
+    if getattr(obj, "ndim", None) == 4 and type(obj).__name__ == "ndarray":
+        from ._video import load_video  # frames (T, H, W, 3): a clip, see _video
+
+        return [load_video(obj, name=label, bgr=options.get("bgr", False))]  # type: ignore[list-item]
     figure = getattr(obj, "figure", None)
     if type(obj).__name__ in ("Axes", "AxesSubplot") and figure is not None:
         obj = figure  # an Axes stands for its figure

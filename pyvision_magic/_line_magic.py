@@ -199,7 +199,8 @@ def load_handle(magics: Any, saved: dict[str, Any], *, with_view: bool = True,
         raise ConfigError(f"Not a valid pyvision session: {exc}.") from None
     session = Session(t.question, t.images, model=ReplayModel(t), executor=None,  # type: ignore[arg-type]
                       history=t.turns, parent=magics.settings,
-                      max_turns=max(t.max_turns, len(t.turns), 1), timeout=t.timeout)
+                      max_turns=max(t.max_turns, len(t.turns), 1), timeout=t.timeout,
+                      videos=t.videos)
     st = session.transcript
     st.status, st.answer, st.error, st.usage, st.created = (t.status, t.answer, t.error,
                                                           t.usage, t.created)
@@ -210,7 +211,8 @@ def load_handle(magics: Any, saved: dict[str, Any], *, with_view: bool = True,
         from .ui import SessionWidget
 
         title = f"Fork from turn {fork_of + 1}" if fork_of is not None else ""
-        view = SessionWidget(t.question, t.images, t.model, title=title, fork_of=fork_of)
+        view = SessionWidget(t.question, t.images, t.model, title=title, fork_of=fork_of,
+                             videos=t.videos)
     handle = SessionHandle(magics.workspace, session, view)
     if view is not None:
         view.show_transcript(st)

@@ -218,6 +218,9 @@ def _session_html(t: Transcript, title: str = "") -> str:
             + (f" ({u.cached_tokens} cached)" if u.cached_tokens else "") + "</div>")
     question = f"<div style='font-size:15px;margin:6px 0'><b>Q:</b> {html.escape(t.question)}</div>"
     images = "".join(_img(im.data, im.name) for im in t.images)
+    # Each input clip as its sampled frames (the clip itself is never stored).
+    images += "".join(_img(f.image.data, f"video_clue_{i} {f.seconds:.2f} s")
+                      for i, v in enumerate(t.videos) for f in v.frames)
     cards = []
     for turn in t.turns:
         status = f" · tool {turn.exec_status}" if turn.exec_status else ""

@@ -36,6 +36,8 @@ from ._profiles import PROFILES, PromptFacts, make_profile
 from ._prompt import output_as_image
 from ._records import ExecutionResult, ImageInput, Usage
 from ._transcript import Transcript, Turn
+from ._video import VideoInput, check_video_limits, sample_frames
+from ._video_session import WrittenVideos, bind_videos, can_bind, video_parts
 
 __all__ = ["Session"]
 
@@ -96,6 +98,18 @@ class Session(LoggingConfigurable):
         help="A text file whose {{placeholders}} template replaces the profile's instructions "
         "(see README, 'Prompt profiles'); None keeps the profile's own.",
     ).tag(config=True)
+    video_frames = Int(
+        8, help="Frames of each video shown to the model, spread evenly from the first to the "
+        "last; together they fit the pixel budget of one image (max_pixels).",
+    ).tag(config=True)
+    max_video_bytes = Int(
+        512 * 2**20, allow_none=True,
+        help="Largest video clip accepted, in bytes (it is copied to the kernel's folder); "
+        "None means no cap.",
+    ).tag(config=True)
+    max_video_seconds = Float(
+        3600.0, allow_none=True, help="Longest video clip accepted, in seconds; None means no cap.",
+    ).tag(config=True)
 
     def __init__(
         self,
@@ -105,6 +119,7 @@ class Session(LoggingConfigurable):
         model: Model,
         executor: Executor,
         history: Sequence[Turn] = (),
+        videos: Sequence[VideoInput] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -126,7 +141,18 @@ class Session(LoggingConfigurable):
             max_turns=self.max_turns,
             timeout=self.timeout,
             turns=list(history),
+            videos=list(videos),
         )
+        # -- video (see _video_session) --
+        if self.video_frames < 1:
+            raise ConfigError(f"video_frames must be at least 1, not {self.video_frames}.")
+        for video in videos:
+            if video.available:  # a clip that is gone (a loaded transcript) keeps its frames
+                check_video_limits(video, max_bytes=self.max_video_bytes,
+                                   max_seconds=self.max_video_seconds)
+        self._written_videos = WrittenVideos(
+            frames=self.video_frames, max_pixels=self.max_pixels,
+            max_bytes=self.max_video_bytes, max_seconds=self.max_video_seconds)
         self._history = len(history)
         #: Sent with every request of this session (``Model.complete(cache_key=...)``),
         #: so that an endpoint with a prompt cache keeps the session's prefix in one place.
@@ -281,6 +307,8 @@ class Session(LoggingConfigurable):
             if self._restart_first:
                 await self.executor.restart()
             await self.executor.bind_images(self.transcript.images)
+            await bind_videos(self.executor, self.transcript.videos,
+                              max_bytes=self.max_video_bytes)
 
     async def _run_tool(self, turn: Turn, code: str) -> ExecutionResult:
         """Execute ``code`` for ``turn`` and record what it gave.
@@ -293,7 +321,13 @@ class Session(LoggingConfigurable):
         self._executing = True
         try:
             with _executor_faults():
+                await self._written_videos.snapshot(self.executor)
                 result = await self.executor.execute(code, timeout=self.timeout)
+                result = await self._written_videos.collect(self.executor, result)
+                if result.status in ("died", "timeout") and self.transcript.videos:
+                    # A restarted kernel got its images back, not its clips.
+                    await bind_videos(self.executor, self.transcript.videos,
+                                      max_bytes=self.max_video_bytes)
         except PyVisionError as exc:
             turn.code = code
             turn.note = f"The tool could not be run: {_one_line(exc)}"
@@ -365,6 +399,10 @@ class Session(LoggingConfigurable):
             image_history=self.image_history,
             prompt_profile=self.prompt_profile,
             system_prompt_file=self.system_prompt_file,
+            videos=self.transcript.videos,
+            video_frames=self.video_frames,
+            max_video_bytes=self.max_video_bytes,
+            max_video_seconds=self.max_video_seconds,
         )
         child._restart_first = child.executor is self.executor
         return child
@@ -424,7 +462,16 @@ class Session(LoggingConfigurable):
         await self._encode_images(t.images)
         facts = PromptFacts(libraries=libraries, python=python, timeout=self.timeout,
                             network=network, notes=history_note(self.image_history))
+        for video in t.videos:
+            if not video.frames:
+                video.frames = await asyncio.to_thread(
+                    sample_frames, video, self.video_frames, self.max_pixels)
         messages = self.profile.opening(t.question, t.images, self._image_url, facts, last == 0)
+        if t.videos:  # the sampled frames go before the last text of the question's message
+            question = messages[-1]
+            if isinstance(question["content"], str):
+                question["content"] = [{"type": "text", "text": question["content"]}]
+            question["content"][-1:-1] = video_parts(t.videos, bound=can_bind(self.executor))
         if self._history:
             await prepare
         for turn in t.turns[: self._history]:

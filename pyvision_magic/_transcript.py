@@ -99,6 +99,9 @@ class Transcript:
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
     version: int = TRANSCRIPT_VERSION
+    #: Input clips: their facts, a reference to their file and the sampled frames
+    #: (never the clip itself); see :class:`~._video.VideoInput`.
+    videos: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +126,7 @@ class Transcript:
                 for im in self.images
             ],
             "turns": [t.to_dict() for t in self.turns],
+            **({"videos": [v.to_dict() for v in self.videos]} if self.videos else {}),
         }
 
     @classmethod
@@ -157,6 +161,7 @@ class Transcript:
                 for i, im in enumerate(data.get("images") or [])
             ],
             turns=[Turn.from_dict(t) for t in data["turns"]],
+            videos=_videos_from(data.get("videos")),
         )
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -192,6 +197,14 @@ class Transcript:
             return cls.from_dict(json.loads(text))
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path} is not a valid pyvision transcript: {exc}.") from exc
+
+
+def _videos_from(items: Any) -> list[Any]:
+    if not items:
+        return []
+    from ._video import VideoInput
+
+    return [VideoInput.from_dict(v, i) for i, v in enumerate(items)]
 
 
 #: Sessions shipped in ``pyvision_magic/data``: ``demo`` and ``gallery:NAME``.

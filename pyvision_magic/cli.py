@@ -149,6 +149,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
         const=False,
         help="run the tools without the sandbox: they can use the network and write your files",
     )
+    p.add_argument(
+        "--video-frames",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="frames of each video shown to the model, spread evenly (default: 8)",
+    )
     p.add_argument("--save", metavar="PATH", help="write the transcript JSON to PATH")
     p.add_argument(
         "--save-images",
@@ -198,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="IMAGE",
-        help="image file (repeat for several; bound as image_clue_0, image_clue_1, ...)",
+        help="image or video file (repeat for several; bound as image_clue_0, ... and "
+        "video_clue_0, ...)",
     )
     ask.add_argument("question", help="the question")
     _add_run_options(ask, model=True)
@@ -270,7 +278,8 @@ def _image_folder(args: argparse.Namespace) -> Any:
 
 
 async def _run_session(question: str, images: list[Any], model: Any, args: argparse.Namespace,
-                       max_turns: int, image_folder: Any = None) -> tuple[Any, Any]:
+                       max_turns: int, image_folder: Any = None,
+                       videos: Sequence[Any] = ()) -> tuple[Any, Any]:
     from ._model import OpenAIModel
     from ._session import Session
     from .kernel._child import ChildKernel
@@ -278,10 +287,16 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
     progress = None if args.quiet else ConsoleProgress(sys.stderr)
     if progress is not None:
         progress.header(question, images)
+        if videos:  # the clips' facts (video_clue_N)
+            from ._video_session import describe_videos
+
+            sys.stderr.write("".join(terminal_safe(line) + "\n"
+                                     for line in describe_videos(videos, args.video_frames)))
     kernel = ChildKernel(sandbox=args.sandbox)
     history = getattr(args, "image_history", None)
     session = Session(question, images, model=model, executor=kernel,
-                      max_turns=max_turns, timeout=args.timeout,
+                      max_turns=max_turns, timeout=args.timeout, videos=videos,
+                      video_frames=args.video_frames,
                       prompt_profile=getattr(args, "prompt_profile", "default"),
                       system_prompt_file=getattr(args, "system_prompt", None),
                       **({"image_history": history} if history else {}))
@@ -358,13 +373,16 @@ def _finish(session: Any, transcript: Any, args: argparse.Namespace) -> int:
 
 
 async def _ask(args: argparse.Namespace) -> int:
-    from ._images import load_image
     from ._profiles import make_profile
+    from ._video import load_media, split_media
 
     if not args.question.strip():
         raise ConfigError("The question is empty: write what you want to know about the image.")
     make_profile(args.prompt_profile, args.system_prompt)  # a bad template: before any work
-    images = [load_image(path) for path in args.image]
+    # FFmpeg inside OpenCV would print its own lines for a bad clip; ours says what to do.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+    images, videos = split_media([load_media(path) for path in args.image])
     folder = _image_folder(args)
     try:
         model = make_model(args)
@@ -372,7 +390,7 @@ async def _ask(args: argparse.Namespace) -> int:
         raise ConfigError(f"{exc} Or run 'pyvision demo' to watch a recorded session "
                           "offline.") from None
     session, transcript = await _run_session(args.question, images, model, args, args.max_turns,
-                                             folder)
+                                             folder, videos)
     return _finish(session, transcript, args)
 
 
@@ -390,7 +408,8 @@ async def _replay(args: argparse.Namespace, saved: Any = None) -> int:
         label = terminal_safe(recorded_model(saved) or "a model")
         sys.stderr.write(f"Replaying a saved session of {label}; the tools run for real here.\n")
     session, transcript = await _run_session(
-        saved.question, saved.images, model, args, max(saved.max_turns, len(saved.turns)), folder
+        saved.question, saved.images, model, args, max(saved.max_turns, len(saved.turns)), folder,
+        saved.videos,
     )
     return _finish(session, transcript, args)
 

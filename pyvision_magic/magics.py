@@ -152,8 +152,11 @@ class PyVisionMagics(Magics):
     @magic_arguments()
     @argument("-i", "--image", action="append", default=[], metavar="IMAGE",
               help="a variable (PIL image, numpy array, matplotlib Figure, bytes, or a list "
-              "of them), a file path, or an http(s) URL; repeat for several images")
+              "of them; a (T, H, W, 3) array is a video), an image or video file path, or an "
+              "http(s) URL; repeat for several (videos are bound as video_clue_0, ...)")
     @argument("--bgr", action="store_true", help="numpy arrays are in OpenCV's BGR order")
+    @argument("--video-frames", type=int, metavar="N",
+              help="frames of each video shown to the model (default: Session.video_frames, 8)")
     @argument("--model", help="model name (default: PyVision.model, $PYVISION_MODEL, gpt-4.1)")
     @argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     @argument("--api-key-env", metavar="VAR", help="variable holding the API key")
@@ -287,7 +290,7 @@ class PyVisionMagics(Magics):
             saved = Transcript.load(os.path.expanduser(args.replay))
             if not saved.turns:
                 raise ConfigError(f"{args.replay} has no model turns to replay.")
-            question, images = saved.question, saved.images
+            question, images, videos = saved.question, saved.images, saved.videos
             model: Any = ReplayModel(saved, delay=s.replay_delay)
             max_turns = max(saved.max_turns, len(saved.turns))
         else:
@@ -298,21 +301,32 @@ class PyVisionMagics(Magics):
                 raise ConfigError("The question is empty: write it in the cell, below %%pyvision.")
             if not args.image:
                 raise ConfigError("No image: add -i with a variable, a file path or a URL.")
-            images = resolve_images(args.image, self.shell.user_ns, bgr=args.bgr,
-                                    url_timeout=s.url_timeout, max_url_bytes=s.max_url_bytes)
+            from ._video import split_media
+
+            images, videos = split_media(resolve_images(
+                args.image, self.shell.user_ns, bgr=args.bgr, url_timeout=s.url_timeout,
+                max_url_bytes=s.max_url_bytes))
             model = self._make_model(args.model, args.base_url, args.api_key_env)
         self.workspace.remember_model(model)
         kernel = self.workspace.runner.wait(
             self.workspace.runner.submit(self.workspace.new_kernel(sandbox=sandbox))
         )
+        video_options = {} if args.video_frames is None else {"video_frames": args.video_frames}
         session = Session(question, images, model=model, executor=kernel, parent=s,
-                          max_turns=max_turns, timeout=timeout, **prompt,
+                          max_turns=max_turns, timeout=timeout, videos=videos, **video_options,
+                          **prompt,
                           **({"image_history": args.image_history} if args.image_history else {}))
+        if videos:  # sampled now, so that the view's header shows them from the start
+            from ._video import sample_frames
+
+            for video in videos:
+                if not video.frames:
+                    video.frames = sample_frames(video, session.video_frames, session.max_pixels)
         view = None
         if getattr(self.shell, "kernel", None) is not None and not self.workspace.static_only():
             from .ui import SessionWidget
 
-            view = SessionWidget(question, images, session.transcript.model,
+            view = SessionWidget(question, images, session.transcript.model, videos=videos,
                                  notice=self.workspace.isolation_notice(kernel))
         else:  # a terminal (or no front end): progress as text
             self.workspace.tell_isolation(kernel)

@@ -12,6 +12,7 @@ EXPECTED = {
     "ModelUnreachable", "OpenAIModel", "Output", "PyVisionError", "ReplayModel", "Session",
     "ToolTimeout", "Transcript", "Turn", "Usage", "encode_for_model", "load_image",
     "load_ipython_extension", "parse_reply", "unload_ipython_extension", "__version__",
+    "load_video", "VideoInput", "VideoClue",
 }
 
 

@@ -209,3 +209,10 @@ def test_the_policy_works_in_the_pyvision_format_profile_too(chat_server, image_
     feedback = [m for m in last if m["role"] == "user"][1:]
     assert [len(image_urls(m)) for m in feedback] == [0, 0, 1]
     assert "display(image_clue_1) shows it again" in texts(feedback[0])
+
+
+def test_a_placeholder_for_an_image_without_a_name_promises_nothing():
+    from pyvision_magic._history import placeholder_text
+
+    assert placeholder_text(SentImage("image", 64, 36)) == \
+        "[a 64x36 image shown earlier, not sent again]"

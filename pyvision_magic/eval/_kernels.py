@@ -109,6 +109,11 @@ class ReusedKernel(Executor):
     def is_ready(self) -> bool:
         return bool(self.kernel.is_ready and self._snapshot_taken)
 
+    @property
+    def scratch_path(self) -> Any:
+        """The kernel's working folder, where input videos are copied (see ``_video_session``)."""
+        return self.kernel.scratch_path
+
     async def bind_images(self, images: Sequence[ImageInput]) -> list[str]:
         return await self.kernel.bind_images(images)
 

@@ -17,6 +17,11 @@ Families (``subtask`` in the task file):
                         as subtasks ``grid_rows`` and ``grid_columns``.
 ``subway``              coloured paths between stations A-D; how many single-colour
                         paths go from one station to another (0-3).
+
+Video families (MP4 clips in ``videos/``; only when chosen with ``--family``):
+
+``moving_dot``          a dot slides to the right edge; at which second does it touch it.
+``flashes``             a square lights up 1-6 times; how many times.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
+from ._blind_video import VIDEO_FAMILIES
 from .tasks import Task, write_tasks
 
-__all__ = ["BLIND_FAMILIES", "Drawing", "generate_blind_tasks", "draw_family"]
+__all__ = ["BLIND_FAMILIES", "VIDEO_FAMILIES", "Drawing", "generate_blind_tasks", "draw_family"]
 
 
 @dataclass
@@ -46,9 +52,11 @@ class Drawing:
 
 
 def _families() -> dict[str, Callable[[random.Random], Drawing]]:
-    from . import _blind_grids, _blind_shapes
+    from . import _blind_grids, _blind_shapes, _blind_video
 
     return {
+        "moving_dot": _blind_video.moving_dot,
+        "flashes": _blind_video.flashes,
         "line_intersections": _blind_shapes.line_intersections,
         "touching_circles": _blind_shapes.touching_circles,
         "circled_letter": _blind_shapes.circled_letter,
@@ -73,11 +81,15 @@ BLIND_FAMILIES = (
 )
 
 
+#: Families of clips (:data:`._blind_video.VIDEO_FAMILIES`) are generated only when named.
+ALL_FAMILIES = BLIND_FAMILIES + VIDEO_FAMILIES
+
+
 def draw_family(family: str, seed: int, index: int) -> Drawing:
     """Draw task ``index`` of ``family`` for ``seed`` (independent of other tasks)."""
     makers = _families()
     if family not in makers:
-        raise ConfigError(f"Unknown blind task family {family!r}; choose from {', '.join(BLIND_FAMILIES)}.")
+        raise ConfigError(f"Unknown blind task family {family!r}; choose from {', '.join(ALL_FAMILIES)}.")
     # A string seed is hashed with SHA-512: stable across runs and platforms.
     return makers[family](random.Random(f"pyvision-blind:{seed}:{family}:{index}"))
 
@@ -96,9 +108,9 @@ def generate_blind_tasks(
     if n < 1:
         raise ConfigError(f"--n must be at least 1, not {n}.")
     chosen = list(families or BLIND_FAMILIES)
-    unknown = [f for f in chosen if f not in BLIND_FAMILIES]
+    unknown = [f for f in chosen if f not in ALL_FAMILIES]
     if unknown:
-        raise ConfigError(f"Unknown blind task family {unknown[0]!r}; choose from {', '.join(BLIND_FAMILIES)}.")
+        raise ConfigError(f"Unknown blind task family {unknown[0]!r}; choose from {', '.join(ALL_FAMILIES)}.")
     out = Path(out_dir)
     images = out / "images"
     try:
@@ -110,8 +122,14 @@ def generate_blind_tasks(
         for index in range(n):
             drawing = draw_family(family, seed, index)
             task_id = f"{family}-{index:04d}"
-            path = images / f"{task_id}.png"
-            drawing.image.save(path, format="PNG", optimize=False)
+            if family in VIDEO_FAMILIES:  # a Clip: written as MP4 beside the images
+                from ._blind_video import write_clip
+
+                (out / "videos").mkdir(exist_ok=True)
+                path = write_clip(drawing, out / "videos" / f"{task_id}.mp4")
+            else:
+                path = images / f"{task_id}.png"
+                drawing.image.save(path, format="PNG", optimize=False)
             tasks.append(Task(
                 id=task_id,
                 question=drawing.question,

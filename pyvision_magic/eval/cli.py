@@ -30,7 +30,7 @@ __all__ = ["add_eval_commands", "Progress"]
 
 def add_eval_commands(sub: Any) -> None:
     """Add ``tasks``, ``eval`` and ``report`` to the ``pyvision`` subcommands."""
-    from .blind import BLIND_FAMILIES
+    from .blind import ALL_FAMILIES, BLIND_FAMILIES, VIDEO_FAMILIES
     from .converters import CONVERTERS
 
     tasks = sub.add_parser("tasks", help="make task files: offline blind tasks, or convert a benchmark")
@@ -41,8 +41,9 @@ def add_eval_commands(sub: Any) -> None:
     blind.add_argument("--out", required=True, metavar="DIR", help="folder for tasks.jsonl and images/")
     blind.add_argument("--n", type=_count, default=10, help="tasks per family (default: 10)")
     blind.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    blind.add_argument("--family", action="append", choices=BLIND_FAMILIES, metavar="FAMILY",
-                       help=f"only this family (repeatable): {', '.join(BLIND_FAMILIES)}")
+    blind.add_argument("--family", action="append", choices=ALL_FAMILIES, metavar="FAMILY",
+                       help=f"only this family (repeatable): {', '.join(BLIND_FAMILIES)}; "
+                       f"video clips (only when named): {', '.join(VIDEO_FAMILIES)}")
     blind.set_defaults(handler=_blind)
 
     convert = tsub.add_parser("convert", help="convert a downloaded benchmark (see docs/evaluation.md)")

@@ -320,18 +320,18 @@ class EvalRunner(LoggingConfigurable):
         return False
 
     async def _run_tools(self, index: int, task: Task, kernel: Any) -> dict[str, Any] | None:
-        from .._images import load_image
         from .._session import Session
+        from .._video import load_media, split_media
 
         started = time.monotonic()
         try:
-            images = [load_image(p) for p in task.images]
+            images, videos = split_media([load_media(p) for p in task.images])
+            session = Session(prompt_text(task), images, model=self.model, executor=kernel,
+                              parent=self, max_turns=self.max_turns, timeout=self.tool_timeout,
+                              videos=videos, prompt_profile=self.prompt_profile,
+                              system_prompt_file=self.system_prompt_file)
         except ConfigError as exc:
             return self._record(task, "tools", started, status="error", error=str(exc))
-        session = Session(prompt_text(task), images, model=self.model, executor=kernel, parent=self,
-                          max_turns=self.max_turns, timeout=self.tool_timeout,
-                          prompt_profile=self.prompt_profile,
-                          system_prompt_file=self.system_prompt_file)
         self._active[index] = session
         status = None
         try:
@@ -367,21 +367,29 @@ class EvalRunner(LoggingConfigurable):
         )
 
     async def _run_baseline(self, index: int, task: Task) -> dict[str, Any] | None:
-        from .._images import encode_for_model, load_image, to_data_url
+        from .._images import DEFAULT_MAX_PIXELS, encode_for_model, to_data_url
         from .._parsing import parse_reply
+        from .._video import load_media, sample_frames, split_media
+        from .._video_session import video_parts
         from .._prompt import question_message
         from .._transcript import Transcript, Turn
 
         started = time.monotonic()
         try:
-            images = [load_image(p) for p in task.images]
+            images, videos = split_media([load_media(p) for p in task.images])
+            for video in videos:  # without tools, the sampled frames are all it sees
+                video.frames = await asyncio.to_thread(sample_frames, video, 8, DEFAULT_MAX_PIXELS)
         except ConfigError as exc:
             return self._record(task, "baseline", started, status="error", error=str(exc))
-        message = question_message(prompt_text(task), images,
-                                   lambda im: to_data_url(*encode_for_model(im)))
+
+        def url(im: Any) -> str:
+            return to_data_url(*encode_for_model(im))
+
+        message = question_message(prompt_text(task), images, url)
+        message["content"][-1:-1] = video_parts(videos, bound=False)
         messages = [{"role": "system", "content": BASELINE_PROMPT}, message]
         transcript = Transcript(question=prompt_text(task), model=self.model.name, images=images,
-                                max_turns=1, timeout=self.task_timeout)
+                                max_turns=1, timeout=self.task_timeout, videos=videos)
         request = asyncio.ensure_future(asyncio.wait_for(self.model.complete(messages), self.task_timeout))
         self._active[index] = request
         try:

@@ -91,7 +91,7 @@ class SessionWidget(anywidget.AnyWidget):
 
     def __init__(self, question: str, images: Sequence[ImageInput], model: str, *,
                  uid: str | None = None, title: str = "", notice: str = "",
-                 fork_of: int | None = None, **kwargs: Any) -> None:
+                 fork_of: int | None = None, videos: Sequence[Any] = (), **kwargs: Any) -> None:
         self.uid = uid or uuid.uuid4().hex[:12]
         self._status = "running"
         self._media = MediaStore()
@@ -106,6 +106,15 @@ class SessionWidget(anywidget.AnyWidget):
                           "key": key, "width": width, "height": height})
             # The static copy's sizes, made while the session runs rather than at its end.
             _WORKER.submit(_quietly, MediaStore.prepare, image.data, INPUT_SIZES)
+        for number, video in enumerate(videos):  # each clip's sampled frames, as a strip
+            for frame in video.frames:
+                try:
+                    key, _, width, height = self._media.add(frame.image.data)
+                except Exception:  # noqa: BLE001 - as for an input image
+                    key, width, height = "", frame.image.width, frame.image.height
+                shown.append({"name": f"{frame.seconds:.2f} s (frame {frame.index})",
+                              "variable": f"video_clue_{number}", "key": key, "width": width,
+                              "height": height})
         super().__init__(
             header={"question": question, "model": model, "title": title, "images": shown,
                     "notice": notice, "uid": self.uid,
