@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pytest
 
 TOKEN = "gateway-test-token-5f1c"
+WHERE_VARIABLE = "PYVISION_TEST_WHERE"
 
 
 def free_port() -> int:
@@ -74,6 +75,8 @@ def running_gateway(*, token: str = TOKEN, extra: Sequence[str] = ()) -> Iterato
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR")
            if name in os.environ}
     env["JUPYTER_RUNTIME_DIR"] = runtime
+    # Only the gateway's kernels have it: a tool that prints it ran there.
+    env[WHERE_VARIABLE] = "on-the-gateway"
     command = [sys.executable, "-m", "kernel_gateway", "--ip=127.0.0.1", f"--port={port}",
                f"--KernelGatewayApp.auth_token={token}", "--KernelGatewayApp.port_retries=0",
                "--JupyterWebsocketPersonality.list_kernels=True",  # for the tests to check

@@ -138,6 +138,11 @@ class GatewayKernel(Executor, LoggingConfigurable):
         return self._remote.kernel_id if self._remote is not None else None
 
     @property
+    def scratch_path(self) -> None:
+        """None: the kernel's working directory is on the gateway, set by the gateway."""
+        return None
+
+    @property
     def is_ready(self) -> bool:
         return self._state is _State.READY
 
