@@ -33,6 +33,7 @@ BENCHMARKS = [
     "kernel_overhead",
     "image_bytes",
     "eval_throughput",
+    "gateway",
     "notebook_size",
     "memory",
 ]
