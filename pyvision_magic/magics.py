@@ -287,7 +287,8 @@ class PyVisionMagics(Magics):
             model = self._make_model(args.model, args.base_url, args.api_key_env)
         self.workspace.remember_model(model)
         kernel = self.workspace.runner.wait(
-            self.workspace.runner.submit(self.workspace.new_kernel(sandbox=sandbox, gateway=args.gateway))
+            self.workspace.runner.submit(
+                self.workspace.new_kernel(sandbox=sandbox, gateway=args.gateway))
         )
         session = Session(question, images, model=model, executor=kernel, parent=s,
                           max_turns=max_turns, timeout=timeout)

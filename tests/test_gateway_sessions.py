@@ -96,3 +96,10 @@ def test_magic_with_a_refused_token_is_a_one_line_usage_error(shell, env, gatewa
     with pytest.raises(UsageError, match="apply to local kernels"):
         shell.run_cell_magic("pyvision", f"-i {image_path} --gateway {gateway.url} --no-sandbox",
                              "how many?")
+
+
+def test_the_option_is_in_every_help(shell, capsys):
+    assert "--gateway URL" in shell.find_cell_magic("pyvision").__doc__
+    for command in ("ask", "eval"):
+        assert main([command, "--help"]) == 0
+        assert "--gateway URL" in capsys.readouterr().out
