@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -54,12 +55,16 @@ class Gateway:
     #: Whether the gateway and its kernels have a PID namespace of their own.
     own_pid_namespace: bool
 
+    #: The CA bundle to trust for an https gateway.
+    ca: str | None = None
+
     def request(self, method: str, path: str, token: str | None = None) -> object:
         request = urllib.request.Request(
             self.url + path, method=method,
             headers={"Authorization": f"token {token or self.token}"},
             data=b"{}" if method == "POST" else None)
-        with urllib.request.urlopen(request, timeout=10) as response:
+        context = ssl.create_default_context(cafile=self.ca) if self.ca else None
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             body = response.read()
         return json.loads(body) if body else None
 
@@ -68,8 +73,13 @@ class Gateway:
 
 
 @contextmanager
-def running_gateway(*, token: str = TOKEN, extra: Sequence[str] = ()) -> Iterator[Gateway]:
-    """Start ``jupyter kernelgateway`` on a free port; stop it and its kernels at the end."""
+def running_gateway(*, token: str = TOKEN, extra: Sequence[str] = (),
+                    tls_ca: str | None = None) -> Iterator[Gateway]:
+    """Start ``jupyter kernelgateway`` on a free port; stop it and its kernels at the end.
+
+    ``tls_ca``: the gateway serves https (give its certfile and keyfile in ``extra``),
+    and the fixture's own requests trust this CA bundle.
+    """
     port = free_port()
     runtime = tempfile.mkdtemp(prefix="kg-runtime-")
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR")
@@ -88,7 +98,8 @@ def running_gateway(*, token: str = TOKEN, extra: Sequence[str] = ()) -> Iterato
     log = open(os.path.join(runtime, "gateway.log"), "wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
-    gateway = Gateway(f"http://127.0.0.1:{port}", token, process, namespaced)
+    scheme = "https" if tls_ca else "http"
+    gateway = Gateway(f"{scheme}://127.0.0.1:{port}", token, process, namespaced, tls_ca)
     try:
         deadline = time.monotonic() + 60
         while True:

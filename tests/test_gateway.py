@@ -10,6 +10,8 @@ user's secrets on the gateway's kernel.
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -269,3 +271,25 @@ def test_pool_prestarts_gateway_kernels(loop, gateway, monkeypatch):
 
     assert loop.run(go()) == (1, "GatewayKernel", "pooled\n")
     assert set(gateway.kernel_ids()) == before
+
+
+def test_tls_certificate_is_verified(loop, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate for the TLS gateway")
+    cert, key = tmp_path / "gateway.crt", tmp_path / "gateway.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    with running_gateway(extra=[f"--KernelGatewayApp.certfile={cert}",
+                                f"--KernelGatewayApp.keyfile={key}"], tls_ca=str(cert)) as secure:
+        assert secure.url.startswith("https://")
+        untrusted = gateway_kernel(secure)
+        with pytest.raises(KernelStartError, match="certificate .* could not be verified.*ca_certs"):
+            loop.run(untrusted.start())
+
+        async def go() -> str:
+            async with gateway_kernel(secure, ca_certs=str(cert)) as kernel:
+                return text_of(await kernel.execute("print('over tls')"))
+
+        assert loop.run(go()) == "over tls\n"
+        assert secure.kernel_ids() == []

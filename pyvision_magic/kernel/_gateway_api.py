@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.simple_httpclient import HTTPStreamClosedError, HTTPTimeoutError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from .._errors import KernelError, KernelStartError
@@ -96,10 +97,14 @@ class GatewayAPI:
                 raise KernelStartError(
                     f"The gateway at {self.url} refused the token (HTTP {exc.code}); set "
                     "PYVISION_GATEWAY_TOKEN to the gateway's auth token.") from exc
-            if exc.code == 599:  # tornado's code for a timeout
+            if isinstance(exc, HTTPTimeoutError):
                 raise KernelStartError(
                     f"The gateway at {self.url} did not answer within {timeout or self._timeout:g} s; "
                     "check that it runs and is not overloaded.") from exc
+            if isinstance(exc, HTTPStreamClosedError):
+                raise KernelStartError(
+                    f"The gateway at {self.url} closed the connection without answering; check "
+                    "that the URL is the gateway's (http or https as it serves).") from exc
             raise
         except ssl.SSLError as exc:
             raise KernelStartError(
