@@ -14,10 +14,14 @@ Rows
 ----
 - ``execute x=1``: seconds per ``execute("x=1")`` on a started kernel,
   :class:`GatewayKernel` against :class:`ChildKernel`. Goal: <= 3x (a WebSocket
-  hop through the gateway's tornado loop, against local zmq).
+  hop through the gateway's tornado loop, against local zmq). The local kernel runs
+  at niceness 10 and in the sandbox, the gateway's at the gateway's priority: on a
+  loaded machine that favours the gateway.
 - ``eval seconds per task``: ``pyvision eval`` of a batch of one-tool tasks at
   concurrency 4 against a loopback model with no latency, kernel starts
-  included, ``gateway_url`` set against unset. Goal: <= 2x.
+  included, ``gateway_url`` set against unset. Goal: <= 2x. Gateway kernels are
+  launched Python processes (about 0.8 s of CPU each), local ones are forked from
+  the kernel template (0.1 s), which dominates a short run.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from IPython.core.error import UsageError
@@ -103,3 +104,21 @@ def test_the_option_is_in_every_help(shell, capsys):
     for command in ("ask", "eval"):
         assert main([command, "--help"]) == 0
         assert "--gateway URL" in capsys.readouterr().out
+
+
+def test_configured_gateway_fills_the_notebooks_pool(shell, make_chat_server, env, gateway,
+                                                     image_path):
+    shell.run_line_magic("config", f"PyVision.gateway_url = {gateway.url!r}")
+    shell.run_line_magic("config", "PyVision.use_pool = True")
+    server = make_chat_server([code_reply(TOOL), "<answer>4</answer>"])
+    shell.run_cell_magic("pyvision", f"-i {image_path} --base-url {server.base_url} -o r", "q")
+    r = shell.user_ns["r"]
+    assert r.answer == "4" and type(r.kernel).__name__ == "GatewayKernel"
+    assert r.transcript.turns[0].outputs[0].text == "where on-the-gateway (120, 80)\n"
+    pool = shell.magics_manager.registry["PyVisionMagics"].workspace._pool
+    assert pool.gateway_url == gateway.url
+    # The pool starts a spare kernel on the gateway for the next cell.
+    deadline = time.monotonic() + 30
+    while pool.ready < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pool.ready == 1 and len(gateway.kernel_ids()) >= 2
