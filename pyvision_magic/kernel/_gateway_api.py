@@ -32,6 +32,8 @@ __all__ = ["GatewayAPI", "KernelChannels"]
 #: Largest message read from the WebSocket: shown images are capped in the kernel,
 #: but a tool may display several large ones in one flush.
 MAX_MESSAGE_BYTES = 256 * 2**20
+#: Seconds between WebSocket pings.
+PING_SECONDS = 20.0
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
@@ -174,7 +176,10 @@ class GatewayAPI:
         session = uuid.uuid4().hex
         request = self._request(f"{ws_url}?session_id={session}")
         try:
-            connection = await websocket_connect(request, max_message_size=MAX_MESSAGE_BYTES)
+            # Pings keep the socket alive through proxies (a Kubernetes ingress closes
+            # a WebSocket idle for 60 s) while a tool runs without printing.
+            connection = await websocket_connect(request, max_message_size=MAX_MESSAGE_BYTES,
+                                                 ping_interval=PING_SECONDS)
         except HTTPClientError as exc:
             if exc.code in (401, 403):
                 raise KernelStartError(
@@ -265,10 +270,12 @@ class KernelChannels:
         message = {"header": header, "parent_header": {}, "metadata": {},
                    "content": content, "channel": channel, "buffers": []}
         try:
-            self._connection.write_message(json.dumps(message))
+            written = self._connection.write_message(json.dumps(message))
         except WebSocketClosedError as exc:
             self.closed = True
             raise KernelError("The kernel's connection to the gateway is closed.") from exc
+        # A write that fails later means a closed socket, which the reader reports.
+        written.add_done_callback(lambda future: future.cancelled() or future.exception())
         return msg_id
 
     async def get(self, queue: asyncio.Queue[dict[str, Any] | None],
