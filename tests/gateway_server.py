@@ -125,7 +125,13 @@ def running_gateway(*, token: str = TOKEN, extra: Sequence[str] = (),
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+#: Variables the module's gateway would pass from a start request into its kernels:
+#: so if we ever sent them, the attack in test_gateway.py would find them.
+PASSED_THROUGH = ("OPENAI_API_KEY", "MY_SERVICE_TOKEN")
+
+
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[Gateway]:
-    with running_gateway() as running:
+    extra = [f"--JupyterWebsocketPersonality.env_whitelist={name}" for name in PASSED_THROUGH]
+    with running_gateway(extra=extra) as running:
         yield running
