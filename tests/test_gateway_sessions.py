@@ -25,7 +25,7 @@ TOOL = f"import os; print('where', os.environ.get({WHERE_VARIABLE!r}), image_clu
 def tool_then_answer(body: dict) -> str:
     """First turn: run the tool; then answer with the task's number, found in the question."""
     if not any(m["role"] == "assistant" for m in body["messages"]):
-        return code_reply(TOOL)
+        return code_reply(TOOL + "; print('kernel', os.getpid())")
     number = re.search(r"Question (\d+):", json.dumps(body["messages"])).group(1)
     return f"<answer>{number}</answer>"
 
@@ -56,6 +56,9 @@ def test_eval_spreads_tasks_over_gateway_kernels(make_chat_server, env, gateway,
     assert all(r["correct"] for r in records), records
     seen = tool_outputs_seen(server)
     assert len(seen) >= 12 and set(seen) == {"where on-the-gateway (120, 80)"}
+    kernels = {pid for request in server.chat_requests
+               for pid in re.findall(r"kernel (\d+)", json.dumps(request.body["messages"]))}
+    assert len(kernels) >= 2, "the tasks were spread over several gateway kernels"
     assert set(gateway.kernel_ids()) == before  # every kernel of the run was deleted
     report = json.loads((out / "report.json").read_text())
     assert report["overall"]["tools"]["accuracy"] == 100.0
