@@ -41,10 +41,10 @@ def loop() -> Iterator[_LoopThread]:
 @pytest.fixture(scope="module", params=["local", "gateway"])
 def executor(request: pytest.FixtureRequest, loop: _LoopThread) -> Iterator[Any]:
     if request.param == "local":
-        kernel: Any = ChildKernel(timeout=10.0, interrupt_grace=1.0)
+        kernel: Any = ChildKernel(timeout=20.0, interrupt_grace=1.0)
     else:
         running = request.getfixturevalue("gateway")
-        kernel = GatewayKernel(url=running.url, token=running.token, timeout=10.0,
+        kernel = GatewayKernel(url=running.url, token=running.token, timeout=20.0,
                                interrupt_grace=1.0)
     loop.run(kernel.start())
     yield kernel
@@ -211,24 +211,36 @@ def test_missing_kernelspec_names_the_ones_there(loop, gateway):
     assert set(gateway.kernel_ids()) == before
 
 
-def test_kernel_deleted_mid_execution_is_died_and_replaced(loop, gateway):
-    kernel = gateway_kernel(gateway, timeout=30.0)
+def test_kernel_deleted_mid_execution_is_died_and_replaced(loop, gateway, tmp_path):
+    kernel = gateway_kernel(gateway, timeout=60.0)
     loop.run(kernel.start())
+    started = tmp_path / "tool-started"
+
+    def delete_once_the_tool_runs() -> None:
+        # Through the REST API while the tool runs, as an admin or a culler would.
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gateway.request("DELETE", f"/api/kernels/{doomed}")
+
     try:
         loop.run(kernel.bind_images([png_input()]))
         doomed = kernel.kernel_id
-        # Deleted through the REST API while the tool runs, as an admin or a culler would.
-        threading.Timer(1.0, gateway.request, ("DELETE", f"/api/kernels/{doomed}")).start()
-        result = run(loop, kernel, "import time\nprint('working', flush=True)\ntime.sleep(20)")
+        deleter = threading.Thread(target=delete_once_the_tool_runs)
+        deleter.start()
+        # (The test gateway runs on this machine, so the tool can tell us it started.)
+        result = run(loop, kernel, f"import time\nprint('working', flush=True)\n"
+                     f"open({str(started)!r}, 'w').close()\ntime.sleep(50)")
+        deleter.join()
         assert result.status == "died" and "gateway" in result.note
-        assert "working" in text_of(result) and result.duration < 20
+        assert "working" in text_of(result) and result.duration < 50
         assert kernel.kernel_id != doomed and doomed not in gateway.kernel_ids()
         after = run(loop, kernel, "print(image_clue_0.size)")
         assert text_of(after) == "(40, 30)\n"
-        after_ids = set(gateway.kernel_ids())
+        replacement = kernel.kernel_id
     finally:
         loop.run(kernel.shutdown())
-    assert kernel.kernel_id is None and kernel.kernel_id not in after_ids
+    assert kernel.kernel_id is None and replacement not in gateway.kernel_ids()
 
 
 def test_culled_kernel_records_died_and_the_session_goes_on(loop):
