@@ -81,13 +81,20 @@ def test_ask_refuses_sandbox_options_with_a_gateway(capsys, image_path):
 
 
 def test_magic_cell_runs_the_tools_on_the_gateway(shell, make_chat_server, env, gateway, image_path):
-    server = make_chat_server([code_reply(TOOL), "<answer>3</answer>"])
+    server = make_chat_server([code_reply(TOOL), "<answer>3</answer>", "<answer>5</answer>"])
     shell.run_cell_magic("pyvision", f"-i {image_path} --gateway {gateway.url} --base-url "
                          f"{server.base_url} -o r", "how many?")
     r = shell.user_ns["r"]
     assert r.answer == "3" and type(r.kernel).__name__ == "GatewayKernel"
     assert r.transcript.turns[0].outputs[0].text == "where on-the-gateway (120, 80)\n"
     assert r.kernel.kernel_id in gateway.kernel_ids()  # kept for Run, until unloaded
+    # Run and Fork from the view stay on the gateway.
+    assert r.rerun(0, TOOL.replace("'where'", "'rerun'")).outputs[0].text.startswith(
+        "rerun on-the-gateway")
+    fork = r.fork(0, TOOL.replace("'where'", "'fork'"))
+    assert fork.answer == "5" and type(fork.kernel).__name__ == "GatewayKernel"
+    assert fork.transcript.turns[0].outputs[0].text == "fork on-the-gateway (120, 80)\n"
+    assert fork.kernel.kernel_id != r.kernel.kernel_id
 
 
 def test_magic_with_a_refused_token_is_a_one_line_usage_error(shell, env, gateway, image_path,
