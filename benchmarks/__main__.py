@@ -35,6 +35,7 @@ BENCHMARKS = [
     "tokens",
     "video_input",
     "eval_throughput",
+    "gateway",
     "notebook_size",
     "memory",
 ]

@@ -60,10 +60,11 @@ class Workspace:
                 from .kernel._pool import KernelPool
             except ImportError:
                 return None
-            self._pool = KernelPool(parent=self.settings)
+            gateway = getattr(self.settings, "gateway_url", None)
+            self._pool = KernelPool(parent=self.settings, **({"gateway_url": gateway} if gateway else {}))
         return self._pool
 
-    async def new_kernel(self, sandbox: bool | str = "auto") -> Any:
+    async def new_kernel(self, sandbox: bool | str = "auto", gateway: str | None = None) -> Any:
         """A kernel for a new session: from the pool when one is warm, else a new one.
 
         ``sandbox`` True or False (the cell's ``--sandbox``, ``--no-sandbox`` or
@@ -72,7 +73,14 @@ class Workspace:
         """
         from .kernel._child import ChildKernel
 
-        if sandbox != "auto":
+        gateway = gateway or getattr(self.settings, "gateway_url", None)
+        pool = self._get_pool() if sandbox == "auto" else None
+        if gateway and (pool is None or pool.gateway_url != gateway):
+            from .kernel._gateway import GatewayKernel
+
+            kernel = GatewayKernel(parent=self.settings, url=gateway)
+            await kernel.start()  # a refused token is the cell's usage error, said now
+        elif sandbox != "auto":
             kernel = ChildKernel(parent=self.settings, sandbox=sandbox)
             await kernel.start()
         else:
@@ -240,7 +248,7 @@ class SessionHandle:
         """Give the session a kernel whose state comes from the turns before ``index``."""
         if not self._fresh_kernel_needed and self.kernel is not None:
             return
-        kernel = await self.workspace.new_kernel()
+        kernel = await self.workspace.new_kernel(gateway=getattr(self.kernel, "url", None))
         self.kernel = self.session.executor = kernel
         await kernel.bind_images(self.transcript.images)
         await self._bind_videos(kernel)
@@ -283,7 +291,7 @@ class SessionHandle:
             live = self.workspace.make_model() if self.workspace.make_model else None
             model = live or ReplayModel(Transcript.from_dict(self.transcript.to_dict()))
             self.workspace.remember_model(model)
-        kernel = await self.workspace.new_kernel()
+        kernel = await self.workspace.new_kernel(gateway=getattr(self.kernel, "url", None))
         child: Session = self.session.fork(index, code, model=model, executor=kernel)
         view = None
         if self.view is not None:

@@ -12,7 +12,6 @@ from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
 from traitlets import Callable as CallableTrait

@@ -156,6 +156,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
         metavar="N",
         help="frames of each video shown to the model, spread evenly (default: 8)",
     )
+    p.add_argument(
+        "--gateway", metavar="URL",
+        help="run the tools on the Jupyter Kernel Gateway at URL (token from "
+        "$PYVISION_GATEWAY_TOKEN; see docs/remote_kernels.md)",
+    )
     p.add_argument("--save", metavar="PATH", help="write the transcript JSON to PATH")
     p.add_argument(
         "--save-images",
@@ -292,8 +297,16 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
 
             sys.stderr.write("".join(terminal_safe(line) + "\n"
                                      for line in describe_videos(videos, args.video_frames)))
-    kernel = ChildKernel(sandbox=args.sandbox)
     history = getattr(args, "image_history", None)
+    if getattr(args, "gateway", None):
+        from .kernel._gateway import GatewayKernel
+
+        kernel: Any = GatewayKernel(url=args.gateway)
+        if not args.quiet:
+            print(f"pyvision: tools run on the gateway at {terminal_safe(args.gateway)}.",
+                  file=sys.stderr)
+    else:
+        kernel = ChildKernel(sandbox=args.sandbox)
     session = Session(question, images, model=model, executor=kernel,
                       max_turns=max_turns, timeout=args.timeout, videos=videos,
                       video_frames=args.video_frames,
@@ -461,6 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "gateway", None) and getattr(args, "sandbox", "auto") != "auto":
+            parser.error("--sandbox and --no-sandbox apply to local kernels; drop them with "
+                         "--gateway (the gateway decides how tools are confined)")
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:

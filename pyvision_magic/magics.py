@@ -49,6 +49,12 @@ class PyVision(LoggingConfigurable):
         "unsandboxed with a notice), True (refuse to run without it) or False. See "
         "ChildKernel.sandbox.",
     ).tag(config=True)
+    gateway_url = Unicode(
+        None, allow_none=True,
+        help="Run tools on the Jupyter Kernel Gateway at this URL (token from "
+        "$PYVISION_GATEWAY_TOKEN; see GatewayKernel); the kernel pool then keeps kernels "
+        "started there. None: local child kernels. A cell's --gateway overrides it.",
+    ).tag(config=True)
     replay_delay = Float(
         0.005, help="Seconds between streamed words when replaying a saved session."
     ).tag(config=True)
@@ -177,6 +183,9 @@ class PyVisionMagics(Magics):
               "bubblewrap works, else unsandboxed with a notice)")
     @argument("--no-sandbox", action="store_true",
               help="run the tools without the sandbox (see the README, Security model)")
+    @argument("--gateway", metavar="URL",
+              help="run the tools on the Jupyter Kernel Gateway at URL (default: "
+              "PyVision.gateway_url; token from $PYVISION_GATEWAY_TOKEN)")
     @argument("-o", "--output", metavar="NAME",
               help="store the session (answer, status, transcript, kernel) in variable NAME")
     @argument("--replay", metavar="FILE",
@@ -281,6 +290,9 @@ class PyVisionMagics(Magics):
             raise ConfigError("--sandbox and --no-sandbox contradict each other; give one.")
         sandbox = True if args.sandbox else False if args.no_sandbox else s.sandbox
         prompt = _prompt_settings(s, args)
+        if args.gateway and (args.sandbox or args.no_sandbox):
+            raise ConfigError("--sandbox and --no-sandbox apply to local kernels; drop them with "
+                              "--gateway (the gateway decides how tools are confined).")
         if args.replay:
             from ._replay import ReplayModel
             from ._transcript import Transcript
@@ -309,7 +321,8 @@ class PyVisionMagics(Magics):
             model = self._make_model(args.model, args.base_url, args.api_key_env)
         self.workspace.remember_model(model)
         kernel = self.workspace.runner.wait(
-            self.workspace.runner.submit(self.workspace.new_kernel(sandbox=sandbox))
+            self.workspace.runner.submit(
+                self.workspace.new_kernel(sandbox=sandbox, gateway=args.gateway))
         )
         video_options = {} if args.video_frames is None else {"video_frames": args.video_frames}
         session = Session(question, images, model=model, executor=kernel, parent=s,

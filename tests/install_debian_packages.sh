@@ -5,6 +5,7 @@
 #   chromium      the JupyterLab browser test (Playwright drives /usr/bin/chromium;
 #                 Playwright's own browser download is never used)
 #   nodejs, npm   building the notebook front end (js/) when the package is installed
+#   openssl       a certificate for the https gateway of tests/test_gateway.py
 # Without root and sudo it says what is missing and carries on: those tests then
 # skip locally. Under CI=true, tests/test_environment.py fails instead of skipping,
 # so CI cannot hide a missing install step.
@@ -14,6 +15,7 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
 command -v chromium >/dev/null || need+=(chromium)
 command -v npm >/dev/null || need+=(nodejs npm)
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
     sudo=()

@@ -7,6 +7,6 @@ import pytest
 
 
 @pytest.mark.skipif(not os.environ.get("CI"), reason="only CI must have every system tool")
-@pytest.mark.parametrize("tool", ["bwrap", "tesseract", "chromium"])
+@pytest.mark.parametrize("tool", ["bwrap", "tesseract", "chromium", "openssl"])
 def test_ci_has_the_system_tool(tool):
     assert shutil.which(tool), f"{tool} is missing: tests/install_debian_packages.sh should install it"

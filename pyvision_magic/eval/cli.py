@@ -77,6 +77,9 @@ def add_eval_commands(sub: Any) -> None:
                     help="seconds per task; slower tasks count as wrong (default: 600)")
     ev.add_argument("--token-budget", type=_count, metavar="TOKENS",
                     help="stop once the results folder has used this many tokens in all")
+    ev.add_argument("--gateway", metavar="URL",
+                    help="run the tools on the Jupyter Kernel Gateway at URL (token from "
+                    "$PYVISION_GATEWAY_TOKEN; see docs/remote_kernels.md)")
     ev.add_argument("--retry-errors", action="store_true", help="run again tasks that ended in an error")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(handler=_eval)
@@ -171,6 +174,7 @@ async def _eval(args: argparse.Namespace) -> int:
         concurrency=args.concurrency, max_turns=args.max_turns, tool_timeout=args.tool_timeout,
         task_timeout=args.task_timeout, token_budget=args.token_budget, retry_errors=args.retry_errors,
         prompt_profile=args.prompt_profile, system_prompt_file=args.system_prompt,
+        gateway_url=args.gateway,
     )
     loop = asyncio.get_running_loop()
     interrupts = 0

@@ -144,6 +144,11 @@ class EvalRunner(LoggingConfigurable):
     system_prompt_file = Unicode(
         None, allow_none=True, help="Session.system_prompt_file of every task with tools."
     ).tag(config=True)
+    gateway_url = Unicode(
+        None, allow_none=True,
+        help="Run the tools on kernels of this Jupyter Kernel Gateway (one per slot, configured "
+        "like any GatewayKernel). None: local child kernels.",
+    ).tag(config=True)
     stop_grace = Float(3.0, help="Seconds a stopped session gets to wind down before it is cancelled.")
 
     def __init__(self, tasks: Sequence[Task], model: Model, out_dir: str | os.PathLike[str], *,
@@ -264,8 +269,15 @@ class EvalRunner(LoggingConfigurable):
         from ._kernels import ReusedKernel, SharedLibraries
 
         libraries = SharedLibraries()
-        kernels = [ReusedKernel(ChildKernel(parent=self, timeout=self.tool_timeout), libraries)
-                   for _ in range(n)]
+        if self.gateway_url:
+            from ..kernel._gateway import GatewayKernel
+
+            kernels = [ReusedKernel(GatewayKernel(parent=self, url=self.gateway_url,
+                                                  timeout=self.tool_timeout), libraries)
+                       for _ in range(n)]
+        else:
+            kernels = [ReusedKernel(ChildKernel(parent=self, timeout=self.tool_timeout), libraries)
+                       for _ in range(n)]
         # A few at a time: on a small machine, sixteen simultaneous starts would
         # all finish late; staggered, the first kernels are ready in seconds.
         default = n if kernels and kernels[0].kernel.forked else os.cpu_count() or 2

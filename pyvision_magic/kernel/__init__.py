@@ -2,6 +2,8 @@
 
 - :mod:`._child`: :class:`ChildKernel`, the executor (start, execute, restart, shutdown).
 - :mod:`._pool`: :class:`KernelPool`, kernels started ahead of time.
+- :mod:`._gateway`: :class:`GatewayKernel`, the executor on a Jupyter Kernel Gateway
+  (:mod:`._remote`: one kernel there; :mod:`._gateway_api`: its REST + WebSocket API).
 - :mod:`._connection`: one kernel process and its messages.
 - :mod:`._output`: what an execution printed and showed, cleaned and capped.
 - :mod:`._isolation`: how the kernels are confined (the choice of mechanism).
@@ -19,11 +21,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ChildKernel", "KernelPool"]
+__all__ = ["ChildKernel", "GatewayKernel", "KernelPool"]
 
 # Imported on first use: the kernel template and the Landlock guard load single
 # files of this package, and jupyter_client is heavy.
-_EXPORTS = {"ChildKernel": "_child", "KernelPool": "_pool"}
+_EXPORTS = {"ChildKernel": "_child", "GatewayKernel": "_gateway", "KernelPool": "_pool"}
 
 
 def __getattr__(name: str) -> Any:

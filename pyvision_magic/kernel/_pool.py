@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from traitlets import Int
+from traitlets import Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .._errors import KernelError, KernelStartError
@@ -28,6 +28,12 @@ class KernelPool(LoggingConfigurable):
         1, help="Number of kernels kept started and ready. 0 makes acquire() start one cold."
     ).tag(config=True)
 
+    gateway_url = Unicode(
+        None, allow_none=True,
+        help="Start the kernels on this Jupyter Kernel Gateway (configured like any "
+        "GatewayKernel) instead of as local child kernels. None: local kernels.",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._pending: list[tuple[ChildKernel, asyncio.Future[None]]] = []
@@ -40,8 +46,15 @@ class KernelPool(LoggingConfigurable):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
 
+    def _kernel(self) -> Any:
+        if self.gateway_url:
+            from ._gateway import GatewayKernel
+
+            return GatewayKernel(parent=self, url=self.gateway_url)
+        return ChildKernel(parent=self)
+
     def _new(self) -> tuple[ChildKernel, asyncio.Future[None]]:
-        kernel = ChildKernel(parent=self)
+        kernel = self._kernel()
         return kernel, asyncio.ensure_future(kernel.start())
 
     def _refill(self) -> None:
@@ -78,7 +91,7 @@ class KernelPool(LoggingConfigurable):
             raise KernelError("This pool was shut down; create a new KernelPool.")
         self._refill()
         if not self._pending:  # size 0: nothing kept warm
-            kernel = ChildKernel(parent=self)
+            kernel = self._kernel()
             if wait:
                 await kernel.start()
             return kernel
@@ -97,10 +110,13 @@ class KernelPool(LoggingConfigurable):
         if task.exception() is not None:
             await kernel.shutdown()
             if not wait:  # a new kernel, whose start() will say what is wrong
-                return ChildKernel(parent=self)
+                return self._kernel()
+            failure = task.exception()
+            if isinstance(failure, KernelStartError):  # its sentence says what to do
+                raise failure
             raise KernelStartError(
                 "A pooled kernel failed to start; check the kernel settings and try again."
-            ) from task.exception()
+            ) from failure
         return kernel
 
     async def shutdown(self) -> None:
