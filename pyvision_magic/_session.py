@@ -3,38 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import dataclasses
-import hashlib
 import inspect
 import platform
-import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jupyter_core.utils import run_sync
 from traitlets import Enum, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ._errors import ConfigError, KernelError, ModelError, PyVisionError
+from ._errors import ConfigError, ModelError, PyVisionError
 from ._executor import Executor
-from ._history import (
-    DEFAULT_IMAGE_HISTORY,
-    IMAGE_HISTORY,
-    LOW_DETAIL_PIXELS,
-    SentImage,
-    history_note,
-    with_image_history,
-)
+from ._history import DEFAULT_IMAGE_HISTORY, IMAGE_HISTORY, history_note
 from ._hooks import Callbacks
 from ._model import Model
+from ._outgoing import ModelImages
 from ._parsing import parse_reply
 from ._profiles import PROFILES, PromptFacts, make_profile
 from ._prompt import output_as_image
 from ._records import ExecutionResult, ImageInput, Usage
+from ._tool_faults import executor_faults as _executor_faults
+from ._tool_faults import one_line as _one_line
+from ._tool_faults import without_interrupt as _without_interrupt
 from ._transcript import Transcript, Turn
 from ._video import VideoInput, check_video_limits, sample_frames
 from ._video_session import WrittenVideos, bind_videos, can_bind, video_parts
@@ -42,9 +35,6 @@ from ._video_session import WrittenVideos, bind_videos, can_bind, video_parts
 __all__ = ["Session"]
 
 EVENTS = ("turn_start", "text_delta", "code", "outputs", "answer", "status")
-# Images at most this big are encoded for the model on the loop, not in a thread.
-_ENCODE_INLINE_BYTES = 256 * 1024
-_ENCODE_INLINE_PIXELS = 512 * 512
 
 
 class Session(LoggingConfigurable):
@@ -159,11 +149,9 @@ class Session(LoggingConfigurable):
         self.cache_key = uuid.uuid4().hex
         self._restart_first = False
         self._callbacks = {name: Callbacks() for name in EVENTS}
-        self._urls: dict[str, str] = {}
-        #: Tool images by their full-detail URL, and the URLs the model has seen in full.
-        self._tool_images: dict[str, SentImage] = {}
-        self._tool_inputs: dict[str, ImageInput] = {}
-        self._seen_full: set[str] = set()
+        #: What the model is sent for images (encoded once; tool images per image_history).
+        self._images = ModelImages(model, max_pixels=self.max_pixels,
+                                   image_history=self.image_history)
         self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._model_task: asyncio.Future[Any] | None = None
@@ -241,65 +229,12 @@ class Session(LoggingConfigurable):
 
     def _image_url(self, image: ImageInput) -> str:
         """Data URL of an image as sent to the model, encoded once per image."""
-        from ._images import encode_for_model, to_data_url
-
-        key = hashlib.sha1(image.data).hexdigest()
-        if key not in self._urls:
-            mime, data = encode_for_model(image, max_pixels=self.max_pixels,
-                                          short_side=getattr(self.model, "image_short_side", None))
-            self._urls[key] = to_data_url(mime, data)
-        return self._urls[key]
-
-    async def _encode_images(self, images: Sequence[ImageInput]) -> None:
-        """Encode images for the model in a worker thread, so that a 12-megapixel
-        photo does not block the event loop other sessions and views share."""
-        todo = [im for im in images if hashlib.sha1(im.data).hexdigest() not in self._urls]
-        for image in todo:
-            small = image.width * image.height <= _ENCODE_INLINE_PIXELS
-            if small and len(image.data) <= _ENCODE_INLINE_BYTES:
-                # A small image takes a millisecond; a thread hop could wait far longer
-                # for the loop when many sessions start at once.
-                self._image_url(image)
-            else:
-                await asyncio.to_thread(self._image_url, image)
+        return self._images.url(image)
 
     async def _feedback(self, result: ExecutionResult, last_turn: bool) -> dict[str, Any]:
         images = [output_as_image(o) for o in result.outputs if o.kind == "image" and o.data]
-        await self._encode_images(images)
-        for image in images:
-            url = self._image_url(image)
-            if url not in self._tool_images:
-                self._tool_images[url] = SentImage(image.name, image.width, image.height)
-                self._tool_inputs[url] = image
+        await self._images.add_tool_images(images)
         return self.profile.feedback(result.outputs, result.note, self._image_url, last_turn)
-
-    def _low_url(self, url: str) -> None:
-        from ._images import encode_for_model, to_data_url
-
-        image = self._tool_inputs[url]
-        mime, data = encode_for_model(image, max_pixels=LOW_DETAIL_PIXELS,
-                                      line_art_max_pixels=LOW_DETAIL_PIXELS)
-        self._tool_images[url] = dataclasses.replace(self._tool_images[url],
-                                                     low_url=to_data_url(mime, data))
-
-    async def _outgoing(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The messages as sent: tool images the model has seen go per ``image_history``."""
-        if self.image_history == "low":
-            for url in self._seen_full:
-                if self._tool_images[url].low_url is None:
-                    await asyncio.to_thread(self._low_url, url)
-        return with_image_history(messages, self.image_history, self._tool_images,
-                                  self._seen_full,
-                                  detail=bool(getattr(self.model, "honours_detail", False)))
-
-    def _mark_seen(self, sent: list[dict[str, Any]]) -> None:
-        for message in sent:
-            content = message.get("content")
-            if isinstance(content, list):
-                for part in content:
-                    url = part.get("image_url", {}).get("url") if isinstance(part, dict) else None
-                    if url in self._tool_images:
-                        self._seen_full.add(url)
 
     async def _prepare_executor(self) -> None:
         with _executor_faults():
@@ -459,7 +394,7 @@ class Session(LoggingConfigurable):
             network = await network_access() if network_access is not None else True
         python = getattr(self.executor, "python_version", None) or platform.python_version()
         last = t.max_turns - 1
-        await self._encode_images(t.images)
+        await self._images.encode(t.images)
         facts = PromptFacts(libraries=libraries, python=python, timeout=self.timeout,
                             network=network, notes=history_note(self.image_history))
         for video in t.videos:
@@ -501,7 +436,7 @@ class Session(LoggingConfigurable):
             # A Model written before cache_key existed still works: it just gets none.
             extra = {"cache_key": self.cache_key} if _accepts(self.model.complete,
                                                                "cache_key") else {}
-            sent = await self._outgoing(messages)
+            sent = await self._images.outgoing(messages)
             self._model_task = asyncio.ensure_future(
                 self.model.complete(sent, stop=list(self.profile.stop), on_delta=on_delta,
                                     **extra)
@@ -520,7 +455,7 @@ class Session(LoggingConfigurable):
                 self._model_task = None
                 turn.model_seconds = time.monotonic() - started
                 turn.text = "".join(pieces)  # what arrived, if the reply broke off
-            self._mark_seen(sent)
+            self._images.mark_seen(sent)
             turn.text = reply.text
             turn.usage = reply.usage
             t.usage = t.usage + reply.usage
@@ -579,31 +514,6 @@ class Session(LoggingConfigurable):
         return self.transcript.usage
 
 
-@contextlib.contextmanager
-def _executor_faults() -> Iterator[None]:
-    """Re-raise an unexpected exception of the executor as :class:`KernelError`.
-
-    An executor should only raise :class:`PyVisionError`; anything else (a full
-    disk at a restart, a bug) is still the executor's fault, not the session's.
-    """
-    try:
-        yield
-    except PyVisionError:
-        raise
-    except Exception as exc:
-        raise KernelError(
-            f"The child kernel failed ({_one_line(exc, named=True)}); the turns so far are kept."
-        ) from exc
-
-
-def _one_line(exc: BaseException, *, named: bool = False, limit: int = 500) -> str:
-    """An exception as one line of at most ``limit`` characters, for a status message."""
-    text = " ".join(str(exc).split())
-    if named:
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _with_code(turn: Turn, code: str) -> str:
     """The turn's reply text with its code replaced by ``code`` (for a fork)."""
     fence = "`" * 3
@@ -622,24 +532,3 @@ def _accepts(function: Callable[..., Any], name: str) -> bool:
         return False
     return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD
                                      for p in parameters.values())
-
-
-# A "KeyboardInterrupt" line (or ": message") ending the text, with its traceback if any.
-_INTERRUPT_REPORT = re.compile(
-    r"(?:Traceback \(most recent call last\):\n(?:.*\n)*?)?^KeyboardInterrupt(?::.*)?\s*\Z",
-    re.MULTILINE)
-
-
-def _without_interrupt(outputs: list[Any]) -> list[Any]:
-    """``outputs`` without what reports a KeyboardInterrupt (the user's Stop)."""
-    kept = []
-    for out in outputs:
-        if out.kind == "error" and out.ename == "KeyboardInterrupt":
-            continue
-        if out.kind == "text" and out.stream == "stderr" and "KeyboardInterrupt" in out.text:
-            text = _INTERRUPT_REPORT.sub("", out.text)
-            if not text.strip():
-                continue
-            out = dataclasses.replace(out, text=text)
-        kept.append(out)
-    return kept

@@ -19,15 +19,26 @@ import signal
 import sys
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, NoReturn
+from typing import Any
 
+from ._cli_options import (
+    EXIT_ANSWERED,
+    EXIT_CODES_HELP,
+    EXIT_INTERNAL,
+    EXIT_KERNEL,
+    EXIT_MODEL,
+    EXIT_NO_ANSWER,
+    EXIT_USAGE,
+    OneLineParser,
+    add_run_options,
+    shipped_names,
+)
+# `pyvision eval` (eval/cli.py) takes these from here.
+from ._cli_options import add_prompt_options, positive_int, positive_seconds  # noqa: F401
 from ._console import ConsoleProgress, ImageSaver, terminal_safe
 from ._errors import ConfigError, KernelError, ModelError, PyVisionError
 
 __all__ = ["ConsoleProgress", "build_parser", "main", "make_model", "terminal_safe"]
-
-EXIT_ANSWERED, EXIT_NO_ANSWER, EXIT_USAGE, EXIT_MODEL, EXIT_KERNEL = 0, 1, 2, 3, 4
-EXIT_INTERNAL = 5
 
 DEMO_SESSION = "coins_session.json"
 
@@ -46,155 +57,14 @@ def _error_kind(error: BaseException | None) -> tuple[str, int]:
     return "internal error", EXIT_INTERNAL
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line, not the whole usage text.
-
-    An unknown option is reported by the command it was given to, so the line
-    points at that command's help (``pyvision ask --help``).
-    """
-
-    commands: Any = None  # the subparsers action, once added
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
-            command = getattr(parsed, "command", None)
-            parser = self.commands.choices.get(command, self) if self.commands else self
-            parser.error(f"unrecognized arguments: {' '.join(extras)}")
-        return parsed
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type: a number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
-
-
-def add_prompt_options(p: argparse.ArgumentParser) -> None:
-    """``--prompt-profile`` and ``--system-prompt``, shared by ``ask`` and ``eval``."""
-    from ._profiles import PROFILES
-
-    p.add_argument("--prompt-profile", default="default", choices=list(PROFILES),
-                   help="conversation layout: 'default' (GPT-4.1/4o, Claude, Gemini) or "
-                   "'pyvision-format' (Qwen2.5-VL and PyVision-RL checkpoints; see the README)")
-    p.add_argument("--system-prompt", metavar="FILE",
-                   help="a template file that replaces the profile's instructions, with "
-                   "{{placeholders}} (see the README, 'Prompt profiles')")
-
-
-def _add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
-    if model:
-        p.add_argument("--model", help="model name (default: gpt-4.1 or $PYVISION_MODEL)")
-        p.add_argument(
-            "--base-url",
-            help="OpenAI-compatible endpoint ending in /v1 (default: $OPENAI_BASE_URL, else OpenAI)",
-        )
-        p.add_argument(
-            "--api-key-env",
-            default="OPENAI_API_KEY",
-            metavar="VAR",
-            help="environment variable holding the API key (default: OPENAI_API_KEY)",
-        )
-        p.add_argument(
-            "--max-turns", type=positive_int, default=10, help="most model replies (default: 10)"
-        )
-        p.add_argument(
-            "--image-history",
-            choices=["full", "low", "placeholder"],
-            default=None,
-            help="how a tool's image goes in later requests once the model has seen it: "
-            "full, low (a 512x512 copy; the default) or placeholder (a note)",
-        )
-        add_prompt_options(p)
-    p.add_argument(
-        "--timeout",
-        type=positive_seconds,
-        default=60.0,
-        help="seconds one tool may run (default: 60)",
-    )
-    isolation = p.add_mutually_exclusive_group()
-    isolation.add_argument(
-        "--sandbox",
-        dest="sandbox",
-        action="store_const",
-        const=True,
-        default="auto",
-        help="refuse to run the tools outside the bubblewrap sandbox (default: sandboxed "
-        "where bubblewrap works, else unsandboxed with a notice; see the README)",
-    )
-    isolation.add_argument(
-        "--no-sandbox",
-        dest="sandbox",
-        action="store_const",
-        const=False,
-        help="run the tools without the sandbox: they can use the network and write your files",
-    )
-    p.add_argument(
-        "--video-frames",
-        type=positive_int,
-        default=8,
-        metavar="N",
-        help="frames of each video shown to the model, spread evenly (default: 8)",
-    )
-    p.add_argument(
-        "--gateway", metavar="URL",
-        help="run the tools on the Jupyter Kernel Gateway at URL (token from "
-        "$PYVISION_GATEWAY_TOKEN; see docs/remote_kernels.md)",
-    )
-    p.add_argument("--save", metavar="PATH", help="write the transcript JSON to PATH")
-    p.add_argument(
-        "--save-images",
-        metavar="DIR",
-        help="write every image the tools show to DIR (created if needed) as "
-        "turnN_image_clue_K.png, and print each path",
-    )
-    p.add_argument(
-        "--json", action="store_true", help="print the transcript JSON instead of the answer"
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-
-
-_EXIT_CODES = ("Exit codes: 0 answered, 1 no answer (turn limit or stopped), 2 bad usage or "
-               "input, 3 model endpoint failed, 4 child kernel failed, 5 pyvision itself failed.")
-
-
-def _shipped_names() -> str:
-    try:
-        from ._transcript import shipped_sessions
-
-        return ", ".join(shipped_sessions())
-    except Exception:  # noqa: BLE001 - only help text: never let it break the command
-        return "demo, gallery:NAME"
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="pyvision",
         description="Ask a multimodal model about images; it writes Python tools that run "
         "in a child Jupyter kernel until it can answer.",
-        epilog=_EXIT_CODES,
+        epilog=EXIT_CODES_HELP,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     parser.commands = sub
     ask = sub.add_parser(
         "ask",
@@ -202,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ask the model a question about one or more images. The model writes "
         "Python tools that run in a child Jupyter kernel, turn after turn, until it answers. "
         "Progress goes to stderr; the answer is the last line of stdout.",
-        epilog=_EXIT_CODES,
+        epilog=EXIT_CODES_HELP,
     )
     ask.add_argument(
         "-i",
@@ -214,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "video_clue_0, ...)",
     )
     ask.add_argument("question", help="the question")
-    _add_run_options(ask, model=True)
+    add_run_options(ask, model=True)
     ask.set_defaults(handler=_ask)
 
     replay = sub.add_parser(
@@ -222,14 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-run a saved session: recorded model turns, tools executed for real",
         description="Re-run a saved session without a model: the recorded model turns are "
         "played back and their tools run for real in a child kernel here.",
-        epilog=_EXIT_CODES,
+        epilog=EXIT_CODES_HELP,
     )
     replay.add_argument(
         "transcript",
         help="transcript JSON saved with --save, or a session shipped with pyvision: "
-        f"{_shipped_names()}",
+        f"{shipped_names()}",
     )
-    _add_run_options(replay, model=False)
+    add_run_options(replay, model=False)
     replay.set_defaults(handler=_replay)
 
     demo = sub.add_parser(
@@ -240,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         "it replays a shipped session offline: the recorded model turns, with their tools "
         "run for real in a child kernel here. With $OPENAI_API_KEY, $OPENAI_BASE_URL or "
         "--base-url set it asks your model the same question, live.",
-        epilog=_EXIT_CODES,
+        epilog=EXIT_CODES_HELP,
     )
-    _add_run_options(demo, model=True)
+    add_run_options(demo, model=True)
     demo.set_defaults(handler=_demo)
     _add_optional_commands(sub)
     return parser
