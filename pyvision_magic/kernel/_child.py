@@ -29,7 +29,7 @@ from ._interpreter import (
     libraries_of_this_interpreter,
     libraries_of_this_interpreter_if_known,
 )
-from ._output import OutputCollector, execution_result
+from ._output import OutputCollector, PathShortener, execution_result
 from ._isolation import Isolation, choose_isolation, make_undumpable
 from ._workspace import Workspace
 from .._records import ExecutionResult, ImageInput
@@ -170,7 +170,8 @@ class ChildKernel(Executor, LoggingConfigurable):
         self._lock: asyncio.Lock | None = None
         self._conn: KernelConnection | None = None
         self._workspace: Workspace | None = None
-        self._interpreter: dict[str, str] = {}
+        self._interpreter: dict[str, Any] = {}
+        self._shorten_paths: PathShortener | None = None
         self._images: list[ImageInput] = []
         self._bound_names: list[str] = []
         self._libraries: list[str] | None = None
@@ -337,6 +338,10 @@ class ChildKernel(Executor, LoggingConfigurable):
             log=self.log,
         )
         self._interpreter = self._conn.interpreter or self._interpreter
+        scratch = workspace.scratch
+        self._shorten_paths = PathShortener(
+            self._interpreter.get("paths") or {},
+            [scratch, os.path.realpath(scratch), workspace.kernel_path(scratch, forked=True)])
 
     async def _teardown(self) -> None:
         """Kill the kernel and every process it started; keep the directories."""
@@ -462,7 +467,8 @@ class ChildKernel(Executor, LoggingConfigurable):
     async def _execute(self, code: str, limit: float | None) -> ExecutionResult:
         assert self._conn is not None
         started = time.monotonic()
-        collected = OutputCollector(self.max_output_chars, self.max_images, self.max_image_pixels)
+        collected = OutputCollector(self.max_output_chars, self.max_images, self.max_image_pixels,
+                                    self._shorten_paths)
         ran = await self._conn.run(code, collected, limit=limit, grace=self.interrupt_grace)
         await collected.finish()  # check and decode the images off the event loop
         exit_clause, restart_failed = "", None
