@@ -31,6 +31,7 @@ BENCHMARKS = [
     "session_overhead",
     "session_view",
     "kernel_overhead",
+    "kernel_libraries",
     "image_bytes",
     "eval_throughput",
     "notebook_size",

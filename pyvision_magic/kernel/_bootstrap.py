@@ -1243,8 +1243,22 @@ def _before_cell(info=None) -> None:
         STATE["folder"] = STATE["files_before"] = None
 
 
+#: What the model and the user read when OCR is tried where it is not installed.
+OCR_MISSING = ("[pyvision] OCR is an optional extra and is not installed here: it needs "
+               "`pip install 'pyvision_magic[ocr]'` and the tesseract program (Debian/Ubuntu: "
+               "`apt install tesseract-ocr`). Read text from the image by other means.")
+
+
+def _explain_missing_ocr(result) -> None:
+    error = getattr(result, "error_in_exec", None)
+    missing_module = isinstance(error, ImportError) and getattr(error, "name", None) == "pytesseract"
+    if missing_module or type(error).__name__ == "TesseractNotFoundError":
+        print(OCR_MISSING, file=sys.stderr)
+
+
 def _after_cell(result=None) -> None:
     """Show figures the cell left open, report images over the cap, end the execution."""
+    _explain_missing_ocr(result)
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
         try:
@@ -1448,17 +1462,11 @@ def interpreter() -> str:
     (the interpreter's), ``home`` and ``cwd`` (the working folder).
     """
     import platform
-    import site
-    import sysconfig
 
-    roots = [entry for entry in sys.path if entry and os.path.isabs(entry)]
-    roots += [sysconfig.get_paths().get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")]
-    try:
-        roots += site.getsitepackages() + [site.getusersitepackages()]
-    except AttributeError:  # virtualenv's old site module
-        pass
+    # sys.path holds the standard library and every site-packages folder in use.
     paths = {
-        "packages": sorted({os.path.normpath(root) for root in roots if root}),
+        "packages": sorted({os.path.normpath(entry) for entry in sys.path
+                            if entry and os.path.isabs(entry)}),
         "prefixes": sorted({sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}),
         "home": os.path.expanduser("~"),
         "cwd": os.getcwd(),
