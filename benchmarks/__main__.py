@@ -33,6 +33,7 @@ BENCHMARKS = [
     "kernel_overhead",
     "kernel_libraries",
     "image_bytes",
+    "tool_images",
     "eval_throughput",
     "notebook_size",
     "memory",
