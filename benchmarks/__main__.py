@@ -37,6 +37,7 @@ BENCHMARKS = [
     "eval_throughput",
     "notebook_size",
     "memory",
+    "real_replies",
 ]
 
 

@@ -57,8 +57,8 @@ STATE: dict = {
     "next_index": 0, "shown": 0, "dropped": 0, "displayed_figures": set(), "patched": set(),
     "execution": None, "noted_backends": set(),
     # Files the execution wrote: the listing before it, and what was shown and saved.
-    "folder": None, "files_before": None, "saved": {}, "shown_ids": set(),
-    "shown_files": set(), "pinned": [], "formatted": None,
+    "folder": None, "files_before": None, "saved": {}, "shown_ids": {},
+    "shown_files": set(), "formatted": None,
 }
 
 BACKEND_MODULE = "_pyvision_mpl_backend"
@@ -206,11 +206,28 @@ def _publish(image, text: str = "<image>", file: str | None = None) -> None:
                          {mime: metadata})
 
 
+def _ref(thing):
+    """A weak reference to ``thing`` (ids alone could be reused by a later object)."""
+    import weakref
+
+    try:
+        return weakref.ref(thing)
+    except TypeError:  # not weakly referable: never matched
+        return lambda: None
+
+
+def _noted(table: dict, thing):
+    entry = table.get(id(thing))
+    return entry if entry is not None and entry[0]() is thing else None
+
+
 def _note_shown(thing) -> None:
     """Remember that ``thing`` was shown: a file it is saved to is not shown again."""
-    STATE["pinned"].append(thing)  # its id stays its own until the execution ends
-    STATE["shown_ids"].add(id(thing))
-    STATE["shown_files"].update(STATE["saved"].get(id(thing), ()))
+    if _noted(STATE["shown_ids"], thing) is None:
+        STATE["shown_ids"][id(thing)] = (_ref(thing),)
+    saved = _noted(STATE["saved"], thing)
+    if saved is not None:
+        STATE["shown_files"].update(saved[1])
 
 
 def _note_saved(thing, path) -> None:
@@ -219,9 +236,11 @@ def _note_saved(thing, path) -> None:
         path = os.path.realpath(os.fspath(path))
     except TypeError:  # a file object: nothing to match later
         return
-    STATE["pinned"].append(thing)
-    STATE["saved"].setdefault(id(thing), set()).add(path)
-    if id(thing) in STATE["shown_ids"]:
+    saved = _noted(STATE["saved"], thing)
+    if saved is None:
+        saved = STATE["saved"][id(thing)] = (_ref(thing), set())
+    saved[1].add(path)
+    if _noted(STATE["shown_ids"], thing) is not None:
         STATE["shown_files"].add(path)
 
 
@@ -1234,7 +1253,7 @@ def _before_cell(info=None) -> None:
     STATE["dropped"] = 0
     STATE["displayed_figures"] = set()
     STATE["noted_backends"] = set()
-    STATE.update(saved={}, shown_ids=set(), shown_files=set(), pinned=[], formatted=None)
+    STATE.update(saved={}, shown_ids={}, shown_files=set(), formatted=None)
     files = sys.modules.get("_pyvision_child_files")
     try:
         STATE["folder"] = os.getcwd()
@@ -1273,7 +1292,7 @@ def _after_cell(result=None) -> None:
         _publish_written_files()
     except Exception as exc:  # never let this hide the cell's own result
         print(f"[pyvision] could not look for saved images: {exc!r}", file=sys.stderr)
-    STATE["pinned"] = []
+    STATE.update(saved={}, shown_ids={})
     if STATE["dropped"]:
         from IPython.display import publish_display_data
 

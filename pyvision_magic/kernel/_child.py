@@ -48,8 +48,12 @@ class ChildKernel(Executor, LoggingConfigurable):
 
     The kernel starts with ``np``, ``cv2``, ``Image`` and ``plt`` defined (``np``,
     ``cv2`` and ``plt`` import on first use, which halves the start-up CPU), in a
-    scratch directory, with an environment free of secrets. Every image a tool
-    shows is returned and also bound in the kernel as the next ``image_clue_N``.
+    scratch directory, with an environment free of secrets. Input images are bound
+    as RGB PIL images ``image_clue_N`` (the file as decoded is ``image_clue_N_original``)
+    and their files are in the scratch directory by that name and under ``inputs/``.
+    Every image a tool shows, and every image file it writes in the scratch
+    directory, is returned and also bound in the kernel as the next ``image_clue_N``;
+    host paths in what it prints and raises are shortened.
     Timeouts interrupt the kernel and restart it if it does not stop; a kernel
     that dies is restarted; in both cases the input images are bound again.
     It runs in the bubblewrap sandbox where that works (``sandbox``, see
