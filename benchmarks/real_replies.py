@@ -24,8 +24,10 @@ classified by cause:
   otherwise (``other``: listed with ``--verbose``).
 - ``failed in the reference``: it failed there too (``reference's own error``),
   or runs here only (``fixed here``: e.g. our parser's dedent).
-- ``failed here only``: caused by a stand-in input (``missing input``), by
-  randomness, or by us (``ours``). The goal is 0 of ours.
+- ``failed here only``: caused by code written for an older library version
+  (``library version``, from :data:`VERSION_CHANGES`), by a stand-in input
+  (``missing input``), by randomness, by a name an earlier failed block did not
+  define (``follows an earlier failure``), or by us (``ours``). The goal is 0 of ours.
 
 Rows: the parse rate (a reply's code, or its answer, is what the reference
 took), the run rate (blocks that ran in the reference and run here), and one row
@@ -59,6 +61,16 @@ _ERROR = re.compile(r"<interpreter>\s*Error:(.*?)</interpreter>", re.S)
 _RANDOM = re.compile(r"random|KMeans|kmeans|shuffle|sample\(|RandomForest|MiniBatch|tsne|umap", re.I)
 _SIZE_WH = re.compile(r"\b(\d{2,5})\s*[x×]\s*(\d{2,5})\b")
 _SHAPE = re.compile(r"\((\d{2,5}), (\d{2,5})(?:, \d)?\)")
+_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?(?:e-?\d+)?|nan|inf)")
+
+#: Errors of code written for older library versions than the ones installed here:
+#: (what the error says, which change causes it).
+VERSION_CHANGES = [
+    ("'numpy.bool' object cannot be interpreted as an integer",
+     "scipy.ndimage.find_objects no longer takes a boolean mask (scipy >= 1.15)"),
+    ("module 'numpy' has no attribute", "numpy 1.24+ removed the np.int/np.float aliases"),
+    ("unexpected keyword argument 'indices'", "skimage.feature.peak_local_max lost indices= (0.20)"),
+]
 
 
 def data_folder() -> str | None:
@@ -126,12 +138,12 @@ def _same_text(ours: str, theirs: str) -> bool:
 
 
 def _numbers_only_differ(ours: str, theirs: str) -> bool:
-    strip = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
-    return strip.sub("#", ours) == strip.sub("#", theirs)
+    return _NUMBER.sub("#", ours) == _NUMBER.sub("#", theirs)
 
 
 async def _trajectory(path: str, kernel_factory: Any) -> dict[str, Any]:
-    turns = json.load(open(path, encoding="utf-8"))
+    with open(path, encoding="utf-8") as file:
+        turns = json.load(file)
     folder = os.path.dirname(path)
     image, stand_in = _input_image(folder, turns)
     report: dict[str, Any] = {"path": os.path.relpath(path, os.path.dirname(os.path.dirname(folder))),
@@ -159,7 +171,12 @@ async def _trajectory(path: str, kernel_factory: Any) -> dict[str, Any]:
             following = turns[index + 1]["value"] if index + 1 < len(turns) else None
             status, text = _reference(following if following and "<interpreter>" in following else None)
             result = await kernel.execute(parsed.code, timeout=BLOCK_TIMEOUT)
-            report["blocks"].append(_classify(parsed.code, status, text, result, stand_in))
+            block = _classify(parsed.code, status, text, result, stand_in)
+            earlier = any(b["cause"].startswith("failed here only") for b in report["blocks"])
+            if earlier and block["cause"] == "failed here only: ours" and "NameError" in block["detail"]:
+                # A name an earlier block failed to define here.
+                block["cause"] = "failed here only: follows an earlier failure"
+            report["blocks"].append(block)
     finally:
         await kernel.shutdown()
     return report
@@ -200,6 +217,9 @@ def _classify(code: str, status: str, text: str | None, result: Any, stand_in: b
     elif status == "error":
         block["cause"] = "failed in the reference, runs here"
         block["their_error"] = (text or "")[:200]
+    elif any(message in block["detail"] for message, _ in VERSION_CHANGES):
+        block["cause"] = "failed here only: library version"
+        block["detail"] += " -- " + next(why for message, why in VERSION_CHANGES if message in block["detail"])
     elif stand_in:
         block["cause"] = "failed here only: missing input"
     elif randomish:
