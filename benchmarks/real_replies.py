@@ -67,7 +67,8 @@ _NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?(?:e-?\d+)?|nan|inf)")
 #: (what the error says, which change causes it).
 VERSION_CHANGES = [
     ("'numpy.bool' object cannot be interpreted as an integer",
-     "scipy.ndimage.find_objects no longer takes a boolean mask (scipy >= 1.15)"),
+     "numpy >= 2.3 refuses a bool as an index, so scipy.ndimage.find_objects refuses a "
+     "boolean mask (scipy issue 23455)"),
     ("module 'numpy' has no attribute", "numpy 1.24+ removed the np.int/np.float aliases"),
     ("unexpected keyword argument 'indices'", "skimage.feature.peak_local_max lost indices= (0.20)"),
 ]
