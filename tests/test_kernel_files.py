@@ -140,3 +140,11 @@ def test_the_shortener_keeps_what_is_not_a_host_folder():
     assert shorten("cwd is /tmp/pyvision-1-a/s-b; saved /tmp/pyvision-1-a/s-b/o/x.png") == (
         "cwd is .; saved o/x.png")
     assert shorten("/usr/bin/tesseract 3/4 a/b") == "/usr/bin/tesseract 3/4 a/b"
+
+
+def test_saved_images_are_not_kept_alive(loop, kernel):  # noqa: F811
+    # A loop that saves a thousand big crops must not hold them all until its end.
+    result = ok(loop, kernel, "import gc, weakref\nimg = Image.new('RGB', (300, 200))\n"
+                              "img.save('kept.png')\nref = weakref.ref(img)\n"
+                              "del img\ngc.collect()\nprint(ref() is None)")
+    assert text_of(result).splitlines()[0] == "True"
