@@ -12,7 +12,7 @@ For every trajectory, every ``gpt`` reply is parsed with
 :func:`pyvision_magic._parsing.parse_reply`, and its code blocks run in order in
 one fresh :class:`ChildKernel` with the trajectory's input image bound as
 ``image_clue_0`` (``images/image_0.*``; where it is missing, a real photo,
-``skimage.data.astronaut``, resized to the size the trajectory states, else to
+``skimage.data.astronaut``, resized to the size the question states, else to
 1024x768). Each block is compared with the next recorded result
 (``<interpreter>Text Result: ...`` or ``<interpreter>Error: ...``) and
 classified by cause:
@@ -59,8 +59,7 @@ _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _TEXT_RESULT = re.compile(r"Text Result:\n?(.*?)(?:\nImage Result:|</interpreter>)", re.S)
 _ERROR = re.compile(r"<interpreter>\s*Error:(.*?)</interpreter>", re.S)
 _RANDOM = re.compile(r"random|KMeans|kmeans|shuffle|sample\(|RandomForest|MiniBatch|tsne|umap", re.I)
-_SIZE_WH = re.compile(r"\b(\d{2,5})\s*[x×]\s*(\d{2,5})\b")
-_SHAPE = re.compile(r"\((\d{2,5}), (\d{2,5})(?:, \d)?\)")
+_STATED = re.compile(r"Image Width:\s*(\d+)\s*;\s*Image Height:\s*(\d+)", re.I)
 _NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?(?:e-?\d+)?|nan|inf)")
 
 #: Errors of code written for older library versions than the ones installed here:
@@ -81,19 +80,10 @@ def data_folder() -> str | None:
 
 
 def _stated_size(turns: list[dict]) -> tuple[int, int]:
-    """The input's size as the trajectory states it (printed shape or "WxH" text)."""
-    for turn in turns:
-        if turn["from"] == "observation":
-            match = _SHAPE.search(turn["value"])
-            if match and "shape" in "".join(t["value"] for t in turns if t["from"] == "gpt")[:20000]:
-                height, width = int(match.group(1)), int(match.group(2))
-                return width, height
-    for turn in turns:
-        if turn["from"] == "gpt":
-            match = _SIZE_WH.search(turn["value"])
-            if match:
-                return int(match.group(1)), int(match.group(2))
-    return 1024, 768
+    """The input's size as the question states it ("Image Width: W; Image Height: H"),
+    else 1024x768."""
+    match = _STATED.search(turns[0]["value"]) if turns else None
+    return (int(match.group(1)), int(match.group(2))) if match else (1024, 768)
 
 
 def _input_image(folder: str, turns: list[dict]) -> tuple[ImageInput, bool]:

@@ -133,3 +133,15 @@ def test_the_prompt_says_rgb_and_names_each_file():
     assert "file image_clue_0.png" in labels[0] and "file image_clue_1.jpg" in labels[1]
     prompt = system_prompt(libraries=["numpy 2"], python="3.11", timeout=60)
     assert "RGB PIL images" in prompt and "working folder" in prompt
+
+
+def test_inputs_sent_as_bytes_get_their_file_too(loop, kernel):  # noqa: F811
+    # A gateway's kernel shares no file system with us: its images come as bytes,
+    # bound by a silent call as here.
+    photo = encoded(Image.new("RGB", (12, 8), (200, 10, 10)), "JPEG")
+    names = loop.run(kernel._conn.call(
+        f"bind_inputs([('image_clue_0', __import__('io').BytesIO({photo.data!r}))])"))
+    assert names == ["image_clue_0"]
+    found = probe(loop, kernel, "import json\n"
+                                "print(json.dumps([image_clue_0.mode, Image.open('image_clue_0.jpg').size]))")
+    assert found == ["RGB", [12, 8]]

@@ -1425,9 +1425,25 @@ def as_rgb(image):
     return image.convert("RGB")
 
 
+#: File name endings by format, as the parent names input files (``ImageInput.file_name``).
+INPUT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "WEBP": ".webp"}
+
+
+def _write_input_file(name: str, source, image_format) -> None:
+    """Put an input that came as bytes (no shared file system: a gateway's kernel)
+    in the working folder by the name the prompt gives, as the parent does for files."""
+    source.seek(0)
+    try:
+        with open(name + INPUT_SUFFIXES.get(image_format, ".img"), "wb") as file:
+            file.write(source.read())
+    except OSError as exc:  # a read-only working folder: the variable still works
+        print(f"[pyvision] could not write {name}'s file: {exc}", file=sys.stderr)
+
+
 def bind_inputs(items: list) -> str:
-    """Bind ``[(name, path), ...]`` as RGB PIL images (see :func:`as_rgb`), and the
-    file as decoded as ``<name>_original``; later images number after them."""
+    """Bind ``[(name, path or file object), ...]`` as RGB PIL images (see
+    :func:`as_rgb`), and the file as decoded as ``<name>_original``; later images
+    number after them."""
     from PIL import Image
 
     namespace = _shell().user_ns
@@ -1436,6 +1452,9 @@ def bind_inputs(items: list) -> str:
             image.load()
             # A memory-mapped image would keep the file open; a copy does not.
             original = image.copy() if image.readonly else image
+            image_format = image.format
+        if not isinstance(path, (str, os.PathLike)):
+            _write_input_file(name, path, image_format)
         namespace[name] = as_rgb(original)
         namespace[name + "_original"] = original
     STATE["next_index"] = len(items)
