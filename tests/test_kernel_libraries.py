@@ -69,3 +69,17 @@ def test_missing_tesseract_program_says_what_to_install(loop, tmp_path):  # noqa
     assert result.status == "error" and "TesseractNotFoundError" in text_of(result)
     assert "apt install tesseract-ocr" in text_of(result)
     assert "pandas" in listed
+
+
+def test_find_objects_takes_a_boolean_mask_as_models_write_it(loop, kernel):  # noqa: F811
+    # numpy >= 2.3 made scipy refuse bool masks here (scipy issue 23455); real GPT-4.1
+    # code does it. Both import styles get the same function.
+    result = run(loop, kernel, """
+from scipy.ndimage import find_objects
+import scipy.ndimage as ndi
+mask = np.zeros((6, 8), bool)
+mask[1:3, 2:7] = True
+print(find_objects(mask), ndi.find_objects(mask.astype(int)) == find_objects(mask))
+""")
+    assert result.status == "ok", text_of(result)
+    assert text_of(result) == "[(slice(1, 3, None), slice(2, 7, None))] True\n"

@@ -494,8 +494,27 @@ def _patch_pyplot(pyplot) -> None:
         pyplot.switch_backend(chosen)
 
 
+def _patch_ndimage(ndimage) -> None:
+    """Let ``find_objects`` take a boolean mask again, as models write it.
+
+    Since numpy 2.3 a numpy bool is no index, and scipy (documented for integer
+    labels) fails on a mask with "'numpy.bool' object cannot be interpreted as an
+    integer" (scipy issue 23455); a mask is one label, so it is passed as 0/1.
+    """
+    find_objects = ndimage.find_objects
+
+    @functools.wraps(find_objects)
+    def find_objects_of_masks(input, *args, **kwargs):
+        if getattr(getattr(input, "dtype", None), "kind", None) == "b":
+            input = input.view("uint8")
+        return find_objects(input, *args, **kwargs)
+
+    ndimage.find_objects = find_objects_of_masks
+
+
 #: Patches applied right after a module is first executed, by module name.
-PATCHES = {"cv2": _patch_cv2, "matplotlib.pyplot": _patch_pyplot}
+PATCHES = {"cv2": _patch_cv2, "matplotlib.pyplot": _patch_pyplot,
+           "scipy.ndimage": _patch_ndimage}
 
 #: Names in the user namespace bound to :class:`LazyModule`, and their modules.
 LAZY_NAMES = {"np": "numpy", "cv2": "cv2", "plt": "matplotlib.pyplot"}
