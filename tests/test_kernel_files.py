@@ -148,3 +148,10 @@ def test_saved_images_are_not_kept_alive(loop, kernel):  # noqa: F811
                               "img.save('kept.png')\nref = weakref.ref(img)\n"
                               "del img\ngc.collect()\nprint(ref() is None)")
     assert text_of(result).splitlines()[0] == "True"
+
+
+def test_a_photo_figure_as_the_last_expression_comes_once_as_jpeg(loop, kernel):  # noqa: F811
+    result = ok(loop, kernel, PHOTO + "fig = plt.figure(figsize=(6, 6))\n"
+                                      "plt.imshow(np.asarray(photo)); plt.axis('off')\nfig")
+    (image,) = images_of(result)
+    assert image.mime == "image/jpeg" and image.variable
