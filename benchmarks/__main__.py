@@ -31,13 +31,16 @@ BENCHMARKS = [
     "session_overhead",
     "session_view",
     "kernel_overhead",
+    "kernel_libraries",
     "image_bytes",
     "tokens",
     "video_input",
+    "tool_images",
     "eval_throughput",
     "gateway",
     "notebook_size",
     "memory",
+    "real_replies",
 ]
 
 

@@ -140,7 +140,7 @@ def add_run_options(p: argparse.ArgumentParser, *, model: bool) -> None:
         "--save-images",
         metavar="DIR",
         help="write every image the tools show to DIR (created if needed) as "
-        "turnN_image_clue_K.png, and print each path",
+        "turnN_image_clue_K.png (.jpg for photos), and print each path",
     )
     p.add_argument(
         "--json", action="store_true", help="print the transcript JSON instead of the answer"

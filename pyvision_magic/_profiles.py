@@ -56,7 +56,7 @@ PLACEHOLDERS = {
     "question": "the user's question (pyvision-format only; default: after the template)",
     "images": "the input images, each wrapped as the profile wraps them (pyvision-format "
               "only; default: before the template)",
-    "image_sizes": "one line per input image: 'image_clue_0: 640x480 pixels'",
+    "image_sizes": "one line per input image: 'image_clue_0: 640x480 pixels, file image_clue_0.png'",
     "image_count": "how many input images there are",
     "libraries": "the libraries the kernel can import, comma separated",
     "python": "the kernel's Python version, e.g. 3.11.9",
@@ -127,8 +127,9 @@ Jupyter kernel, whenever looking closer would help: zoom in, crop, rotate, raise
 contrast, count, measure or compute statistics on the pixels. Plan before each code \
 block and think about what it returned before the next one.
 
-The images above are already loaded, in order, as PIL images: the i-th one is the \
-variable `image_clue_i`; use these variables instead of opening files. Variables \
+The images above are already loaded, in order, as RGB PIL images: the i-th one is the \
+variable `image_clue_i` (its file is in the working folder too, under the name given \
+with its size). Variables \
 persist from one code block to the next. Show an image with plt.show() (you will see \
 it), and print() every value you want to read.
 
@@ -251,7 +252,8 @@ def _values(question: str, images: Sequence[ImageInput], facts: PromptFacts) -> 
     libs = ", ".join(facts.libraries) if facts.libraries else "numpy, PIL, matplotlib"
     return {
         "question": question.strip(),
-        "image_sizes": "\n".join(f"image_clue_{i}: {im.width}x{im.height} pixels"
+        "image_sizes": "\n".join(f"image_clue_{i}: {im.width}x{im.height} pixels, "
+                                 f"file {im.file_name(i)}"
                                  for i, im in enumerate(images)) or "(no images)",
         "image_count": str(len(images)),
         "libraries": libs,

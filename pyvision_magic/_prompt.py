@@ -29,8 +29,9 @@ You answer questions about images by thinking step by step and, whenever looking
 closer or measuring would help, by writing Python tools that run in a Jupyter kernel.
 
 How it works:
-- The images of the question are already loaded in the kernel as PIL images named \
-image_clue_0, image_clue_1, ... in the order they were given.
+- The images of the question are already loaded in the kernel as RGB PIL images named \
+image_clue_0, image_clue_1, ... in the order they were given; each one's file is in \
+the kernel's working folder under the name given with it.
 - To run code, write it in one block and stop right after it:
 <code>
 ```python
@@ -97,7 +98,8 @@ def question_message(
         parts.append(
             {
                 "type": "text",
-                "text": f"image_clue_{i} ({image.name}, {image.width}x{image.height} pixels):",
+                "text": f"image_clue_{i} ({image.name}, {image.width}x{image.height} pixels, "
+                f"file {image.file_name(i)}):",
             }
         )
         parts.append(_image_part(image_url(image)))

@@ -78,6 +78,16 @@ class ImageInput:
     width: int
     height: int
 
+    def file_name(self, index: int) -> str:
+        """The name of its file in the kernel's working folder, as ``image_clue_<index>``.
+
+        The kernel has it both there and under ``inputs/``.
+        """
+        return f"image_clue_{index}" + _MIME_SUFFIX.get(self.mime, ".img")
+
+
+_MIME_SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
+
 
 @dataclass
 class Usage:

@@ -230,9 +230,10 @@ def test_a_bad_images_folder_stops_before_the_session_starts(endpoint, image_pat
 
 def test_replay_saves_the_recorded_images_too(no_openai_env, tmp_path, capsys):
     assert main(["replay", "demo", "--save-images", str(tmp_path)]) == 0
+    # Line art stays PNG; the photo-like second image comes from the kernel as JPEG.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["turn1_image_clue_1.png",
-                                                          "turn2_image_clue_2.png"]
-    assert f"  saved {tmp_path / 'turn2_image_clue_2.png'}" in capsys.readouterr().err.splitlines()
+                                                          "turn2_image_clue_2.jpg"]
+    assert f"  saved {tmp_path / 'turn2_image_clue_2.jpg'}" in capsys.readouterr().err.splitlines()
 
 
 def test_footers_count_turns_and_tokens_in_words(endpoint, image_path, tmp_path, capsys):

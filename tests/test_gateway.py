@@ -75,6 +75,17 @@ def test_error_keeps_print_and_traceback(loop, executor):
     assert error.ename == "ValueError" and "bad value" in error.text and "f()" in error.text
 
 
+def test_host_paths_in_a_library_traceback_are_shortened(loop, executor):
+    import os
+
+    import numpy
+
+    result = run(loop, executor, "import numpy as np\nnp.reshape(np.arange(6), (4, 4))")
+    assert result.status == "error"
+    site = os.path.dirname(os.path.dirname(numpy.__file__))
+    assert "numpy/" in result.outputs[-1].text and site not in result.outputs[-1].text
+
+
 def test_shown_image_comes_back_and_is_bound(loop, executor):
     assert loop.run(executor.bind_images([png_input(40, 30)])) == ["image_clue_0"]
     shown = images_of(run(loop, executor, "plt.imshow(np.asarray(image_clue_0)); plt.show()"))

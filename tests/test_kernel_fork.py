@@ -32,8 +32,9 @@ pytestmark = pytest.mark.skipif(not _forkserver.fork_supported(),
 def ChildKernel(**options):  # noqa: N802 - stands for the class, outside the sandbox
     return _ChildKernel(sandbox=False, **options)
 
+# The folder goes as its parts: the model gets the working folder's name shortened to ".".
 _PROBE = ("import json, os, sys\n"
-          "print(json.dumps({'path': sys.path, 'cwd': os.getcwd(), 'ppid': os.getppid(),"
+          "print(json.dumps({'path': sys.path, 'cwd': os.getcwd().split(os.sep), 'ppid': os.getppid(),"
           " 'pid': os.getpid(), 'argv0': os.path.basename(sys.argv[0]),"
           " 'random': __import__('numpy').random.rand(),"
           " 'key': os.environ.get('OPENAI_API_KEY'),"
@@ -43,7 +44,9 @@ _PROBE = ("import json, os, sys\n"
 def _probe(loop, kernel):  # noqa: F811 - the fixture's name
     result = run(loop, kernel, _PROBE)
     assert result.status == "ok", text_of(result)
-    return json.loads(text_of(result))
+    found = json.loads(text_of(result))
+    found["cwd"] = os.sep.join(found["cwd"])
+    return found
 
 
 def _parent_of(pid: int) -> int:

@@ -103,7 +103,8 @@ def test_pyvision_format_layout_at_every_point(chat_server, image_path, no_opena
     assert parts[2]["text"] == "</image_clue_0><image_clue_1>"
     body = parts[4]["text"]
     assert body.startswith("</image_clue_1>\n\n")
-    assert "image_clue_0: 120x80 pixels\nimage_clue_1: 120x80 pixels" in body
+    assert ("image_clue_0: 120x80 pixels, file image_clue_0.png\nimage_clue_1: 120x80 pixels, "
+            "file image_clue_1.png") in body
     assert f"Python {facts.python} with these libraries: {', '.join(facts.libraries)}." in body
     assert "<code>\n```python" in body and "<answer>\n\\boxed{your answer}\n</answer>" in body
     assert body.index("Question:\nWhich colour is on the left?") > body.index("Image sizes:")
@@ -159,7 +160,7 @@ def test_user_template_in_the_pyvision_layout(chat_server, image_path, tmp_path,
     assert parts[0] == {"type": "text", "text": "<image_clue_0>"}
     network = "" if facts.network else "There is no network access. "
     assert parts[2]["text"] == (
-        f"</image_clue_0>\nSizes: image_clue_0: 120x80 pixels (1)\nKernel: Python {facts.python}; "
+        f"</image_clue_0>\nSizes: image_clue_0: 120x80 pixels, file image_clue_0.png (1)\nKernel: Python {facts.python}; "
         f"{', '.join(facts.libraries)}; 60 s. {network}\nAnswer as \\boxed{{x}}.\nQ: How many?")
 
 

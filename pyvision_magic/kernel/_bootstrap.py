@@ -56,6 +56,9 @@ CONFIG: dict = {"max_image_pixels": 1024 * 1024, "max_images": 8}
 STATE: dict = {
     "next_index": 0, "shown": 0, "dropped": 0, "displayed_figures": set(), "patched": set(),
     "execution": None, "noted_backends": set(),
+    # Files the execution wrote: the listing before it, and what was shown and saved.
+    "folder": None, "files_before": None, "saved": {}, "shown_ids": {},
+    "shown_files": set(), "formatted": None,
 }
 
 BACKEND_MODULE = "_pyvision_mpl_backend"
@@ -142,25 +145,108 @@ def _figure_image(figure):
     return _shrink(image.convert("RGB"))
 
 
+#: What a photo is sent as. Equal to what the parent would make of a PNG (its
+#: ``encode_for_model``), so the parent passes the JPEG on as it is.
+PHOTO_QUALITY = 85
+_SAMPLE_PIXELS = 1 << 18
+
+
+def _looks_flat(image) -> bool:
+    """Whether an image is line art (plots, diagrams, masks), best kept as PNG.
+
+    The parent's test: on a sample of whole rows, at least 75 % of neighbouring
+    pixels are equal and there are few colours; sensor noise makes both rare in photos.
+    """
+    import numpy as np
+    from PIL import Image
+
+    width, height = image.size
+    rows = max(1, min(height, _SAMPLE_PIXELS // max(width, 1)))
+    sample = image if rows == height else image.resize((width, rows), Image.Resampling.NEAREST)
+    codes = np.asarray(sample.convert("RGB")).astype(np.uint32)
+    codes = ((codes[..., 0] << 16) | (codes[..., 1] << 8) | codes[..., 2]).ravel()
+    flat = np.count_nonzero(codes[1:] == codes[:-1]) / max(codes.size - 1, 1)
+    return flat >= 0.75 and np.unique(codes).size <= max(256, 0.02 * codes.size)
+
+
+def _encode(image):
+    """``(mime, bytes)`` for the model: JPEG for photos, PNG for line art.
+
+    The parent sends a photo as JPEG anyway; made here, it is not decoded and
+    encoded again in the parent on every turn.
+    """
+    if image.mode in ("1", "P", "I", "F") or image.mode.startswith("I;16") or _looks_flat(image):
+        return "image/png", _encode_png(image)
+    from PIL import Image
+
+    if image.mode not in ("L", "RGB"):  # flattened on white, as the parent does
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=PHOTO_QUALITY, optimize=True)
+    return "image/jpeg", buffer.getvalue()
+
+
 def _prepare(image):
-    """Shrink, bind and encode one image; returns (png bytes, metadata)."""
+    """Shrink, bind and encode one image; returns (mime, bytes, metadata)."""
     image = _shrink(image)
     name = _bind(image)
-    return _encode_png(image), {"width": image.size[0], "height": image.size[1], "variable": name}
+    mime, data = _encode(image)
+    return mime, data, {"width": image.size[0], "height": image.size[1], "variable": name}
 
 
-def _publish(image) -> None:
+def _publish(image, text: str = "<image>", file: str | None = None) -> None:
     from IPython.display import publish_display_data
 
-    data, metadata = _prepare(image)
-    publish_display_data(
-        {"image/png": base64.b64encode(data).decode("ascii"), "text/plain": "<image>"},
-        {"image/png": metadata},
-    )
+    mime, data, metadata = _prepare(image)
+    if file is not None:
+        metadata["file"] = file
+    publish_display_data({mime: base64.b64encode(data).decode("ascii"), "text/plain": text},
+                         {mime: metadata})
+
+
+def _ref(thing):
+    """A weak reference to ``thing`` (ids alone could be reused by a later object)."""
+    import weakref
+
+    try:
+        return weakref.ref(thing)
+    except TypeError:  # not weakly referable: never matched
+        return lambda: None
+
+
+def _noted(table: dict, thing):
+    entry = table.get(id(thing))
+    return entry if entry is not None and entry[0]() is thing else None
+
+
+def _note_shown(thing) -> None:
+    """Remember that ``thing`` was shown: a file it is saved to is not shown again."""
+    if _noted(STATE["shown_ids"], thing) is None:
+        STATE["shown_ids"][id(thing)] = (_ref(thing),)
+    saved = _noted(STATE["saved"], thing)
+    if saved is not None:
+        STATE["shown_files"].update(saved[1])
+
+
+def _note_saved(thing, path) -> None:
+    """Remember that ``thing`` was saved to ``path`` (when it is a file name)."""
+    try:
+        path = os.path.realpath(os.fspath(path))
+    except TypeError:  # a file object: nothing to match later
+        return
+    saved = _noted(STATE["saved"], thing)
+    if saved is None:
+        saved = STATE["saved"][id(thing)] = (_ref(thing), set())
+    saved[1].add(path)
+    if _noted(STATE["shown_ids"], thing) is not None:
+        STATE["shown_files"].add(path)
 
 
 def publish_image(image) -> None:
     """Show a PIL image to the model (within the caps) and bind it."""
+    _note_shown(image)
     if _take_slot():
         _publish(image)
 
@@ -168,21 +254,84 @@ def publish_image(image) -> None:
 def publish_figure(figure) -> None:
     """Show a matplotlib figure to the model (within the caps) and bind it."""
     STATE["displayed_figures"].add(id(figure))
+    _note_shown(figure)
     if _take_slot():
         _publish(_figure_image(figure))
 
 
-def _format_pil(image):
-    if not _take_slot():
+def _format_as(mime: str, thing, render):
+    """One display formatter's answer for ``thing`` (a PIL image or a figure).
+
+    IPython asks the PNG formatter, then the JPEG one: the PNG one makes the
+    image and keeps a JPEG for the JPEG one, so each image is made and counted once.
+    """
+    if mime == "image/png":
+        STATE["formatted"] = None
+        _note_shown(thing)
+        if not _take_slot():
+            return None
+        made_mime, data, metadata = _prepare(render(thing))
+        if made_mime == "image/png":
+            return data, metadata
+        STATE["formatted"] = (id(thing), data, metadata)
         return None
-    return _prepare(image)
+    kept, STATE["formatted"] = STATE.get("formatted"), None
+    if kept is not None and kept[0] == id(thing):
+        return kept[1], kept[2]
+    return None
+
+
+def _format_pil(image):
+    return _format_as("image/png", image, lambda image: image)
+
+
+def _format_pil_jpeg(image):
+    return _format_as("image/jpeg", image, None)
 
 
 def _format_figure(figure):
     STATE["displayed_figures"].add(id(figure))
-    if not _take_slot():
-        return None
-    return _prepare(_figure_image(figure))
+    return _format_as("image/png", figure, _figure_image)
+
+
+def _format_figure_jpeg(figure):
+    return _format_as("image/jpeg", figure, None)
+
+
+def _publish_written_files() -> None:
+    """Show the image files the execution wrote in its working folder, like shown images.
+
+    Files it also showed (``savefig`` then ``show``) are not shown twice; files
+    that were there before and not changed are not shown at all.
+    """
+    files = sys.modules.get("_pyvision_child_files")
+    folder, before = STATE.get("folder"), STATE.get("files_before")
+    if files is None or folder is None or before is None:
+        return
+    import warnings
+
+    from PIL import Image
+
+    for path in files.written_since(before, folder):
+        full = os.path.join(folder, path)
+        if os.path.realpath(full) in STATE["shown_files"] or not _take_slot():
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # DecompressionBombWarning: checked here
+                with Image.open(full) as image:
+                    if image.size[0] * image.size[1] > MAX_DISPLAYED_PIXELS:
+                        raise ValueError(f"{image.size[0]}x{image.size[1]} pixels is too many")
+                    image.load()
+                    image = image.copy() if image.readonly else image
+        except Exception as exc:  # a half-written or foreign file: say so, in one line
+            STATE["shown"] -= 1
+            print(f"[pyvision] the tool saved {path}, which could not be read as an image "
+                  f"({type(exc).__name__}: {exc}).", file=sys.stderr)
+            continue
+        name = f"image_clue_{STATE['next_index']}"
+        print(f"[saved file {path}, shown below as {name}]")
+        _publish(image, text=f"<saved file {path}>", file=path)
 
 
 def _show_open_figures(*args, **kwargs) -> None:
@@ -236,19 +385,36 @@ def _patch_pil(shell) -> None:
     def show(self, title=None, **kwargs):
         publish_image(self)
 
+    save = Image.Image.save
+
+    @functools.wraps(save)
+    def save_noted(self, fp, *args, **kwargs):
+        _note_saved(self, fp)
+        return save(self, fp, *args, **kwargs)
+
     Image.Image.show = show
+    Image.Image.save = save_noted
     shell.display_formatter.formatters["image/png"].for_type(Image.Image, _format_pil)
-    # PIL also offers JPEG; sending both would show every image twice.
-    shell.display_formatter.formatters["image/jpeg"].for_type(Image.Image, lambda image: None)
+    # PIL's own JPEG would show every image twice; ours comes from the PNG formatter.
+    shell.display_formatter.formatters["image/jpeg"].for_type(Image.Image, _format_pil_jpeg)
 
 
 def _patch_cv2(cv2) -> None:
     """Route OpenCV's window functions to the notebook display."""
 
     def imshow(winname, mat):
+        _note_shown(mat)
         publish_image(_cv2_to_pil(mat))
 
+    imwrite = cv2.imwrite
+
+    @functools.wraps(imwrite)
+    def imwrite_noted(filename, img, *args, **kwargs):
+        _note_saved(img, filename)
+        return imwrite(filename, img, *args, **kwargs)
+
     cv2.imshow = imshow
+    cv2.imwrite = imwrite_noted
     cv2.waitKey = lambda *args, **kwargs: -1
     cv2.pollKey = lambda *args, **kwargs: -1
     cv2.namedWindow = lambda *args, **kwargs: None
@@ -300,7 +466,18 @@ def _keep_headless(pyplot) -> None:
 def _patch_pyplot(pyplot) -> None:
     """Make ``plt.show()`` publish figures, unless the tool chose a headless backend first."""
     import matplotlib
+    from matplotlib.figure import Figure
 
+    savefig = Figure.savefig
+
+    @functools.wraps(savefig)
+    def savefig_noted(self, fname, *args, **kwargs):
+        _note_saved(self, fname)
+        return savefig(self, fname, *args, **kwargs)
+
+    if not getattr(savefig, "_pyvision", False):
+        savefig_noted._pyvision = True
+        Figure.savefig = savefig_noted
     _make_backend()
     try:
         chosen = matplotlib.rcParams._get_backend_or_none()
@@ -317,8 +494,27 @@ def _patch_pyplot(pyplot) -> None:
         pyplot.switch_backend(chosen)
 
 
+def _patch_ndimage(ndimage) -> None:
+    """Let ``find_objects`` take a boolean mask again, as models write it.
+
+    Since numpy 2.3 a numpy bool is no index, and scipy (documented for integer
+    labels) fails on a mask with "'numpy.bool' object cannot be interpreted as an
+    integer" (scipy issue 23455); a mask is one label, so it is passed as 0/1.
+    """
+    find_objects = ndimage.find_objects
+
+    @functools.wraps(find_objects)
+    def find_objects_of_masks(input, *args, **kwargs):
+        if getattr(getattr(input, "dtype", None), "kind", None) == "b":
+            input = input.view("uint8")
+        return find_objects(input, *args, **kwargs)
+
+    ndimage.find_objects = find_objects_of_masks
+
+
 #: Patches applied right after a module is first executed, by module name.
-PATCHES = {"cv2": _patch_cv2, "matplotlib.pyplot": _patch_pyplot}
+PATCHES = {"cv2": _patch_cv2, "matplotlib.pyplot": _patch_pyplot,
+           "scipy.ndimage": _patch_ndimage}
 
 #: Names in the user namespace bound to :class:`LazyModule`, and their modules.
 LAZY_NAMES = {"np": "numpy", "cv2": "cv2", "plt": "matplotlib.pyplot"}
@@ -1076,10 +1272,31 @@ def _before_cell(info=None) -> None:
     STATE["dropped"] = 0
     STATE["displayed_figures"] = set()
     STATE["noted_backends"] = set()
+    STATE.update(saved={}, shown_ids={}, shown_files=set(), formatted=None)
+    files = sys.modules.get("_pyvision_child_files")
+    try:
+        STATE["folder"] = os.getcwd()
+        STATE["files_before"] = files.listing(STATE["folder"]) if files else None
+    except OSError:  # the tool removed its working folder: nothing to compare with
+        STATE["folder"] = STATE["files_before"] = None
+
+
+#: What the model and the user read when OCR is tried where it is not installed.
+OCR_MISSING = ("[pyvision] OCR is an optional extra and is not installed here: it needs "
+               "`pip install 'pyvision_magic[ocr]'` and the tesseract program (Debian/Ubuntu: "
+               "`apt install tesseract-ocr`). Read text from the image by other means.")
+
+
+def _explain_missing_ocr(result) -> None:
+    error = getattr(result, "error_in_exec", None)
+    missing_module = isinstance(error, ImportError) and getattr(error, "name", None) == "pytesseract"
+    if missing_module or type(error).__name__ == "TesseractNotFoundError":
+        print(OCR_MISSING, file=sys.stderr)
 
 
 def _after_cell(result=None) -> None:
     """Show figures the cell left open, report images over the cap, end the execution."""
+    _explain_missing_ocr(result)
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
         try:
@@ -1090,6 +1307,11 @@ def _after_cell(result=None) -> None:
             plt.close("all")
         except Exception as exc:  # a broken figure must not hide the cell's own result
             print(f"[pyvision] could not render a figure: {exc!r}", file=sys.stderr)
+    try:
+        _publish_written_files()
+    except Exception as exc:  # never let this hide the cell's own result
+        print(f"[pyvision] could not look for saved images: {exc!r}", file=sys.stderr)
+    STATE.update(saved={}, shown_ids={})
     if STATE["dropped"]:
         from IPython.display import publish_display_data
 
@@ -1175,6 +1397,9 @@ def install(config: dict) -> None:
     shell.display_formatter.formatters["image/png"].for_type_by_name(
         "matplotlib.figure", "Figure", _format_figure
     )
+    shell.display_formatter.formatters["image/jpeg"].for_type_by_name(
+        "matplotlib.figure", "Figure", _format_figure_jpeg
+    )
     try:
         exec("from PIL import Image", namespace)  # cheap, and bind_inputs needs it anyway
         _patch_pil(shell)
@@ -1189,8 +1414,55 @@ def install(config: dict) -> None:
         lower_priority(config["nice"])
 
 
+def as_rgb(image):
+    """``image`` as an upright 8-bit RGB image, as the model is shown it.
+
+    Transparency is flattened on white, 16-bit and float gray is scaled to 8 bits,
+    gray and palette images get three equal channels: tools written for photos
+    (``h, w, c = arr.shape``, ``reshape(-1, 3)``) then work on every input.
+    """
+    from PIL import Image, ImageOps
+
+    if image.getexif().get(0x0112, 1) > 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        import numpy as np
+
+        values = np.asarray(image, dtype=np.float64)
+        top = float(values.max()) if values.size else 0.0
+        if image.mode == "F" and top <= 1.0:
+            values = values * 255.0
+        elif image.mode != "F" and (image.mode.startswith("I;16") or top > 255):
+            values = values / 257.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    if "A" in image.mode.upper() or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+#: File name endings by format, as the parent names input files (``ImageInput.file_name``).
+INPUT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "WEBP": ".webp"}
+
+
+def _write_input_file(name: str, source, image_format) -> None:
+    """Put an input that came as bytes (no shared file system: a gateway's kernel)
+    in the working folder by the name the prompt gives, as the parent does for files."""
+    source.seek(0)
+    try:
+        with open(name + INPUT_SUFFIXES.get(image_format, ".img"), "wb") as file:
+            file.write(source.read())
+    except OSError as exc:  # a read-only working folder: the variable still works
+        print(f"[pyvision] could not write {name}'s file: {exc}", file=sys.stderr)
+
+
 def bind_inputs(items: list) -> str:
-    """Bind ``[(name, path), ...]`` as loaded PIL images; later images number after them."""
+    """Bind ``[(name, path or file object), ...]`` as RGB PIL images (see
+    :func:`as_rgb`), and the file as decoded as ``<name>_original``; later images
+    number after them."""
     from PIL import Image
 
     namespace = _shell().user_ns
@@ -1198,7 +1470,12 @@ def bind_inputs(items: list) -> str:
         with Image.open(path) as image:
             image.load()
             # A memory-mapped image would keep the file open; a copy does not.
-            namespace[name] = image.copy() if image.readonly else image
+            original = image.copy() if image.readonly else image
+            image_format = image.format
+        if not isinstance(path, (str, os.PathLike)):
+            _write_input_file(name, path, image_format)
+        namespace[name] = as_rgb(original)
+        namespace[name + "_original"] = original
     STATE["next_index"] = len(items)
     return json.dumps([name for name, _ in items])
 
@@ -1235,7 +1512,21 @@ def probe_libraries(candidates: list) -> str:
 
 
 def interpreter() -> str:
-    """The Python running this kernel: ``{"executable": ..., "version": ...}``."""
+    """The Python running this kernel: ``{"executable": ..., "version": ..., "paths": ...}``.
+
+    ``paths`` are the folders whose names the parent shortens in what the model
+    reads (see ``_output.PathShortener``): ``packages`` (import roots), ``prefixes``
+    (the interpreter's), ``home`` and ``cwd`` (the working folder).
+    """
     import platform
 
-    return json.dumps({"executable": sys.executable, "version": platform.python_version()})
+    # sys.path holds the standard library and every site-packages folder in use.
+    paths = {
+        "packages": sorted({os.path.normpath(entry) for entry in sys.path
+                            if entry and os.path.isabs(entry)}),
+        "prefixes": sorted({sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}),
+        "home": os.path.expanduser("~"),
+        "cwd": os.getcwd(),
+    }
+    return json.dumps({"executable": sys.executable, "version": platform.python_version(),
+                       "paths": paths})

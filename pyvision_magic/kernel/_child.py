@@ -29,7 +29,7 @@ from ._interpreter import (
     libraries_of_this_interpreter,
     libraries_of_this_interpreter_if_known,
 )
-from ._output import OutputCollector, execution_result
+from ._output import OutputCollector, PathShortener, execution_result
 from ._isolation import Isolation, choose_isolation, make_undumpable
 from ._workspace import Workspace
 from .._records import ExecutionResult, ImageInput
@@ -48,8 +48,12 @@ class ChildKernel(Executor, LoggingConfigurable):
 
     The kernel starts with ``np``, ``cv2``, ``Image`` and ``plt`` defined (``np``,
     ``cv2`` and ``plt`` import on first use, which halves the start-up CPU), in a
-    scratch directory, with an environment free of secrets. Every image a tool
-    shows is returned and also bound in the kernel as the next ``image_clue_N``.
+    scratch directory, with an environment free of secrets. Input images are bound
+    as RGB PIL images ``image_clue_N`` (the file as decoded is ``image_clue_N_original``)
+    and their files are in the scratch directory by that name and under ``inputs/``.
+    Every image a tool shows, and every image file it writes in the scratch
+    directory, is returned and also bound in the kernel as the next ``image_clue_N``;
+    host paths in what it prints and raises are shortened.
     Timeouts interrupt the kernel and restart it if it does not stop; a kernel
     that dies is restarted; in both cases the input images are bound again.
     It runs in the bubblewrap sandbox where that works (``sandbox``, see
@@ -170,7 +174,8 @@ class ChildKernel(Executor, LoggingConfigurable):
         self._lock: asyncio.Lock | None = None
         self._conn: KernelConnection | None = None
         self._workspace: Workspace | None = None
-        self._interpreter: dict[str, str] = {}
+        self._interpreter: dict[str, Any] = {}
+        self._shorten_paths: PathShortener | None = None
         self._libraries_probe: asyncio.Future[list[str]] | None = None
         self._images: list[ImageInput] = []
         self._bound_names: list[str] = []
@@ -343,6 +348,10 @@ class ChildKernel(Executor, LoggingConfigurable):
             log=self.log,
         )
         self._interpreter = self._conn.interpreter or self._interpreter
+        scratch = workspace.scratch
+        self._shorten_paths = PathShortener(
+            self._interpreter.get("paths") or {},
+            [scratch, os.path.realpath(scratch), workspace.kernel_path(scratch, forked=True)])
 
     async def _teardown(self) -> None:
         """Kill the kernel and every process it started; keep the directories."""
@@ -469,7 +478,8 @@ class ChildKernel(Executor, LoggingConfigurable):
     async def _execute(self, code: str, limit: float | None) -> ExecutionResult:
         assert self._conn is not None
         started = time.monotonic()
-        collected = OutputCollector(self.max_output_chars, self.max_images, self.max_image_pixels)
+        collected = OutputCollector(self.max_output_chars, self.max_images, self.max_image_pixels,
+                                    self._shorten_paths)
         ran = await self._conn.run(code, collected, limit=limit, grace=self.interrupt_grace)
         await collected.finish()  # check and decode the images off the event loop
         exit_clause, restart_failed = "", None

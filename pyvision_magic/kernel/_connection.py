@@ -26,7 +26,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
-from . import _bootstrap
+from . import _bootstrap, _kernel_files
 from .._errors import KernelError, KernelStartError
 from ._env import MARKER_VARIABLE, kernel_tree, kill_processes
 from ._forkserver import ForkedProvisioner
@@ -75,16 +75,19 @@ class Ran:
 
 
 def _boot_code(config: dict[str, Any]) -> str:
-    source = Path(_bootstrap.__file__).read_text(encoding="utf-8")
+    sources = [(name, Path(module.__file__).read_text(encoding="utf-8"))
+               for name, module in (("_pyvision_child_files", _kernel_files),
+                                    ("_pyvision_child", _bootstrap))]
     return (
-        "def _pyvision_boot(source, config):\n"
+        "def _pyvision_boot(sources, config):\n"
         "    import sys, types\n"
-        "    module = types.ModuleType('_pyvision_child')\n"
-        "    sys.modules['_pyvision_child'] = module\n"
-        "    exec(compile(source, '<pyvision_child>', 'exec'), module.__dict__)\n"
+        "    for name, source in sources:\n"
+        "        module = types.ModuleType(name)\n"
+        "        sys.modules[name] = module\n"
+        "        exec(compile(source, '<' + name[1:] + '>', 'exec'), module.__dict__)\n"
         "    module.install(config)\n"
         "try:\n"
-        f"    _pyvision_boot({source!r}, {config!r})\n"
+        f"    _pyvision_boot({sources!r}, {config!r})\n"
         "finally:\n"
         "    del _pyvision_boot\n"
     )
@@ -124,7 +127,7 @@ class KernelConnection:
         self.marker = marker
         self.sandboxed = km.sandboxed
         #: ``{"executable": ..., "version": ...}`` of the kernel's Python, once booted.
-        self.interpreter: dict[str, str] = {}
+        self.interpreter: dict[str, Any] = {}
         self._stopped = stopped
         self._log = log
         self._kernel_pid: int | None = None

@@ -28,7 +28,7 @@ from .._executor import Executor
 from .._records import ExecutionResult, ImageInput
 from ._gateway_api import GatewayAPI
 from ._interpreter import NOTABLE_LIBRARIES
-from ._output import OutputCollector, execution_result
+from ._output import OutputCollector, PathShortener, execution_result
 from ._remote import RemoteKernel
 
 __all__ = ["GatewayKernel", "TOKEN_VARIABLES", "gateway_token"]
@@ -305,7 +305,10 @@ class GatewayKernel(Executor, LoggingConfigurable):
     async def _execute(self, code: str, limit: float | None) -> ExecutionResult:
         assert self._remote is not None
         started = time.monotonic()
-        collected = OutputCollector(self.max_output_chars, self.max_images, self.max_image_pixels)
+        # Host paths on the gateway's machine are shortened as the local kernel's are.
+        shorten = PathShortener(self._remote.interpreter.get("paths") or {})
+        collected = OutputCollector(self.max_output_chars, self.max_images, self.max_image_pixels,
+                                    shorten)
         ran = await self._remote.run(code, collected, limit=limit, grace=self.interrupt_grace)
         await collected.finish()
         exit_clause, replace_failed = "", None

@@ -23,6 +23,7 @@ from .._records import ExecutionResult, Output
 __all__ = [
     "MAX_DECODE_PIXELS",
     "OutputCollector",
+    "PathShortener",
     "clean_text",
     "collect_message",
     "execution_result",
@@ -111,6 +112,64 @@ def _collapse_returns(text: str, *, final: bool) -> str:
     return "\n".join(lines)
 
 
+#: Prefixes never shortened: too general to say anything about the host (``/usr/bin``).
+_KEPT_PREFIXES = frozenset({"/", "/usr", "/usr/local", "/opt", "/tmp"})
+
+
+class PathShortener:
+    """Shortens the host's folder names in what a tool printed or raised.
+
+    Tracebacks and warnings name files by absolute path, and those carry the
+    user's name and layout (``/home/alice/.venv/lib/python3.11/site-packages/``)
+    to the model's provider. Each path under an import root becomes
+    package-relative (``numpy/_core/fromnumeric.py``), the working folder
+    relative, the interpreter's prefix ``<python>`` and the home folder ``~``.
+
+    Parameters
+    ----------
+    paths : dict
+        As the kernel reports them (``_bootstrap.interpreter()["paths"]``):
+        ``packages``, ``prefixes``, ``home``, ``cwd``.
+    scratch : sequence of str
+        More names of the working folder (the parent's view of it).
+    """
+
+    def __init__(self, paths: dict[str, Any], scratch: Sequence[str] = ()) -> None:
+        table: dict[str, str] = {}
+        home = paths.get("home") if isinstance(paths.get("home"), str) else None
+        for folder, short in [
+            (home, "~"),
+            *((prefix, "<python>") for prefix in paths.get("prefixes") or ()),
+            *((root, "") for root in paths.get("packages") or ()),
+            *((folder, ".") for folder in [paths.get("cwd"), *scratch]),
+        ]:
+            if not (isinstance(folder, str) and folder.startswith("/")):
+                continue
+            folder = folder.rstrip("/")
+            if folder and folder not in _KEPT_PREFIXES:
+                table[folder] = short
+                if home and home not in _KEPT_PREFIXES and folder.startswith(home + "/"):
+                    # IPython's tracebacks write the home folder as ~.
+                    table["~" + folder[len(home):]] = short
+        self._table = table
+        # Longest first, so a package root wins over the prefix that holds it; a
+        # folder is matched whole (followed by / or the end of the path).
+        names = sorted(table, key=len, reverse=True)
+        self._pattern = re.compile(
+            "(" + "|".join(map(re.escape, names)) + r")(/|(?![\w.@+-]))") if names else None
+
+    def _replace(self, match: re.Match[str]) -> str:
+        short = self._table[match.group(1)]
+        if match.group(2):  # within a path: numpy/..., ./x.png becomes x.png
+            return short + "/" if short not in ("", ".") else ""
+        return short or "."
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None or "/" not in text:
+            return text
+        return self._pattern.sub(self._replace, text)
+
+
 class _Unreadable(Exception):
     """An image that is refused; the message says why, for the model."""
 
@@ -128,8 +187,10 @@ class OutputCollector:
         The caps of :class:`~pyvision_magic.ChildKernel` of the same names.
     """
 
-    def __init__(self, max_chars: int | None, max_images: int | None, max_pixels: int | None):
+    def __init__(self, max_chars: int | None, max_images: int | None, max_pixels: int | None,
+                 shorten_paths: PathShortener | None = None):
         self.items: list[Output] = []
+        self.shorten_paths = shorten_paths
         self.max_chars = max_chars
         self.max_images = max_images
         self.max_pixels = max_pixels
@@ -217,7 +278,8 @@ class OutputCollector:
                 output.text = f"[pyvision] the tool displayed an image that could not be read: {exc}.\n"
 
     def clear(self) -> None:
-        self.__init__(self.max_chars, self.max_images, self.max_pixels)  # type: ignore[misc]
+        self.__init__(self.max_chars, self.max_images, self.max_pixels,  # type: ignore[misc]
+                      self.shorten_paths)
 
     def _count(self, n: int) -> None:
         if self.max_chars is None:
@@ -288,6 +350,11 @@ class OutputCollector:
         for item in self.items:
             if "\r" in item.text:  # a last line left with its cursor mid-line
                 item.text = _collapse_returns(item.text, final=True)
+            if self.shorten_paths is not None:
+                # Here, on whole texts: a path split over two writes is whole again.
+                item.text = self.shorten_paths(item.text)
+                if item.evalue:
+                    item.evalue = self.shorten_paths(item.evalue)
         items = [item for item in self.items if item.kind != "text" or item.text]
         if self.dropped_chars and self.cut is not None:
             before = self.items[: self.cut]

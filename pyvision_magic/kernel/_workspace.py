@@ -97,8 +97,6 @@ class Launch:
     landlock: dict[str, Any] | None = None
     sandboxed: bool = False
 
-_MIME_SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
-
 
 @dataclass
 class Workspace:
@@ -202,38 +200,48 @@ class Workspace:
 
     def write_inputs(self, images: Sequence[ImageInput], *,
                      forked: bool = False) -> list[tuple[str, str]]:
-        """Write the input images to ``scratch/inputs``; ``[(image_clue_N, path), ...]``.
+        """Write the input images to ``scratch/inputs`` and, by the bare name models
+        use (``Image.open("image_clue_0.png")``), to ``scratch`` itself.
 
-        The paths are the kernel's (see :meth:`kernel_path`).
+        Returns ``[(image_clue_N, path under inputs), ...]``, in the kernel's paths
+        (see :meth:`kernel_path`).
         """
         folder = Path(self.scratch, "inputs")
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             folder.unlink()
         folder.mkdir(exist_ok=True)
-        directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
-        try:
-            items = []
-            for index, image in enumerate(images):
-                name = f"image_clue_{index}" + _MIME_SUFFIX.get(image.mime, ".img")
-                try:
-                    os.unlink(name, dir_fd=directory)  # whatever is there, links included
-                except FileNotFoundError:
-                    pass
-                except IsADirectoryError:  # a tool made a folder of that name
-                    shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                with open(os.open(name, flags, 0o644, dir_fd=directory), "wb") as file:
-                    file.write(image.data)
-                items.append((f"image_clue_{index}", self.kernel_path(str(folder / name), forked=forked)))
-            return items
-        finally:
-            os.close(directory)
+        items = []
+        for index, image in enumerate(images):
+            name = image.file_name(index)
+            _write_new(folder, name, image.data)
+            # The scratch folder is ours or the user's (maybe a link); its files are the tool's.
+            _write_new(Path(self.scratch), name, image.data, folder_link_ok=True)
+            items.append((f"image_clue_{index}", self.kernel_path(str(folder / name), forked=forked)))
+        return items
 
     def remove(self) -> None:
         """Delete the private directory, and the scratch directory if made here."""
         shutil.rmtree(self.private, ignore_errors=True)
         if self.owns_scratch:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _write_new(folder: Path, name: str, data: bytes, *, folder_link_ok: bool = False) -> None:
+    """Write ``folder/name`` as a new file, never through what a tool left there."""
+    nofollow = 0 if folder_link_ok else getattr(os, "O_NOFOLLOW", 0)
+    directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | nofollow)
+    try:
+        try:
+            os.unlink(name, dir_fd=directory)  # whatever is there, links included
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:  # a tool made a folder of that name
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with open(os.open(name, flags, 0o644, dir_fd=directory), "wb") as file:
+            file.write(data)
+    finally:
+        os.close(directory)
 
 
 def _seed_matplotlib_dir(folder: str, environ: Mapping[str, str]) -> str:
