@@ -17,9 +17,8 @@ def import_openai_soon(model: OpenAIModel) -> None:
     transport, the response types, the stream decoder) in a thread, so the first request
     does not wait for it after the images are encoded and the kernel started. Python's
     import lock makes an import elsewhere wait for this one instead of importing twice."""
-    if "openai" not in sys.modules or model._client is None:
-        threading.Thread(target=_warm_openai, args=(model,), name="pyvision-import-openai",
-                         daemon=True).start()
+    threading.Thread(target=_warm_openai, args=(model,), name="pyvision-import-openai",
+                     daemon=True).start()
 
 
 def _warm_openai(model: OpenAIModel) -> None:
