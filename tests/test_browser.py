@@ -199,14 +199,25 @@ def _run_all(page, address: str) -> None:
     "Run All Cells" sent while the kernel still connects is dropped (seen on slow
     machines), so it is sent again until the first cell has started.
     """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.goto(address)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=45_000)
     page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first.wait_for(timeout=45_000)
     first_prompt = page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first
     page.wait_for_timeout(1500)
     for _ in range(8):
-        page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
-        page.locator(".lm-Menu-itemLabel:text-is('Run All Cells')").click()
+        # On a slow start JupyterLab may ask which kernel to use ("Select Kernel", seen once
+        # in CI): its modal dialog takes every click, so accept its default, the notebook's.
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count() and dialog.first.is_visible():
+            dialog.first.locator("button.jp-mod-accept").click()
+            page.wait_for_timeout(500)
+        try:
+            page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click(timeout=10_000)
+            page.locator(".lm-Menu-itemLabel:text-is('Run All Cells')").click(timeout=10_000)
+        except PlaywrightTimeout:  # a dialog opened meanwhile: accept it on the next round
+            continue
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if any(ch in first_prompt.inner_text() for ch in "*0123456789"):
