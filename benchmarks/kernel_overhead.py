@@ -209,6 +209,8 @@ async def _sandbox_rows(quick: bool) -> list[dict[str, Any]]:
 
 async def _interleaved_executes(n: int) -> tuple[list[float], list[float]]:
     """``x=1`` round trips, ours and a bare jupyter_client's, alternating call by call."""
+    from _bare import bare_execute
+
     folder = tempfile.mkdtemp(prefix="pyvision-bench-")
     km = _bare_manager(folder)
     await km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
@@ -218,16 +220,7 @@ async def _interleaved_executes(n: int) -> tuple[list[float], list[float]]:
         await client.wait_for_ready(timeout=60)
 
         async def bare() -> float:
-            started = time.perf_counter()
-            msg_id = client.execute("x=1", store_history=True, allow_stdin=False)
-            while True:
-                msg = await client.get_iopub_msg(timeout=10)
-                if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-                        and msg["content"]["execution_state"] == "idle"):
-                    break
-            while (await client.get_shell_msg(timeout=10))["parent_header"].get("msg_id") != msg_id:
-                pass
-            return time.perf_counter() - started
+            return await bare_execute(client)
 
         async with ChildKernel() as kernel:
             async def ours() -> float:

@@ -70,6 +70,7 @@ async def _bare_model_per_request(server, bodies: list[dict]) -> float:
 
 async def _bare_kernel_round_trip(kernel, n: int) -> float:
     """A bare execute round trip over the kernel's own connection info."""
+    from _bare import bare_execute
     from jupyter_client.asynchronous import AsyncKernelClient
 
     client = AsyncKernelClient()
@@ -77,18 +78,7 @@ async def _bare_kernel_round_trip(kernel, n: int) -> float:
     client.start_channels()
     try:
         await client.wait_for_ready(timeout=30)
-        times = []
-        for _ in range(n + 3):
-            started = time.perf_counter()
-            msg_id = client.execute("x=1", allow_stdin=False)
-            while True:
-                msg = await client.get_iopub_msg(timeout=10)
-                if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-                        and msg["content"]["execution_state"] == "idle"):
-                    break
-            while (await client.get_shell_msg(timeout=10))["parent_header"].get("msg_id") != msg_id:
-                pass
-            times.append(time.perf_counter() - started)
+        times = [await bare_execute(client) for _ in range(n + 3)]
         return statistics.median(times[3:])
     finally:
         client.stop_channels()
