@@ -58,6 +58,8 @@ class Gateway:
 
     #: The CA bundle to trust for an https gateway.
     ca: str | None = None
+    #: The gateway's working folder, where it starts its kernels.
+    folder: str = ""
 
     def request(self, method: str, path: str, token: str | None = None) -> object:
         request = urllib.request.Request(
@@ -102,10 +104,14 @@ def running_gateway(*, token: str = TOKEN, extra: Sequence[str] = (),
         command = [shutil.which("bwrap") or "bwrap", "--dev-bind", "/", "/", "--unshare-pid",
                    "--die-with-parent", "--proc", "/proc", *command]
     log = open(os.path.join(runtime, "gateway.log"), "wb")
+    # Its own folder, never the checkout: the test can look at what lands there.
+    folder = os.path.join(runtime, "gateway-folder")
+    os.mkdir(folder)
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, cwd=folder)
     scheme = "https" if tls_ca else "http"
-    gateway = Gateway(f"{scheme}://127.0.0.1:{port}", token, process, namespaced, tls_ca)
+    gateway = Gateway(f"{scheme}://127.0.0.1:{port}", token, process, namespaced, tls_ca,
+                      folder)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -10,8 +10,10 @@ user's secrets on the gateway's kernel.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -155,6 +157,31 @@ def test_undecodable_image_is_an_image_input_error(loop, gateway):
 
     with pytest.raises(ImageInputError, match="could not open the input images"):
         loop.run(go())
+
+
+def test_tools_work_in_a_folder_of_their_own_removed_at_shutdown(loop, gateway):
+    """The gateway starts kernels in its own folder, shared by all of them: the
+    inputs' files and what tools save go to a private folder instead, which goes
+    with the kernel."""
+    async def go() -> tuple[str, str, bool]:
+        async with gateway_kernel(gateway) as kernel:
+            await kernel.bind_images([png_input(40, 30)])
+            lines = text_of(await kernel.execute(
+                "import os; Image.new('RGB', (8, 8)).save('saved.png'); "
+                "print(os.path.basename(os.getcwd())); print(sorted(os.listdir('.')))"))
+            name, listing = lines.splitlines()[:2]  # then the saved file's note
+            # The gateway has our TMPDIR, so its kernels make their folders here.
+            folder = os.path.join(tempfile.gettempdir(), name)
+            return folder, listing, os.path.isdir(folder)
+
+    folder, listing, existed = loop.run(go())
+    assert os.path.basename(folder).startswith("pyvision-tools-") and existed
+    assert listing == "['image_clue_0.png', 'saved.png']"
+    assert os.listdir(gateway.folder) == []
+    deadline = time.monotonic() + 10  # the kernel exits after the delete request
+    while os.path.exists(folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(folder)
 
 
 def test_no_secret_reaches_the_gateway_kernel(loop, gateway, monkeypatch):

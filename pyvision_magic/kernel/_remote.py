@@ -35,8 +35,19 @@ CHUNK_CHARS = 4 * 2**20
 _SHUT_DOWN = " (the gateway shut it down: it culled or deleted the kernel, or stopped)"
 
 # Installed after the bootstrap: the images arrive in chunks of base64 and are
-# bound from memory, since the gateway shares no file system with us.
+# bound from memory, since the gateway shares no file system with us. The tools
+# work in a folder of their own, as a local kernel's do: the gateway starts its
+# kernels in its own folder, shared by every kernel it runs, where the inputs'
+# files and whatever the tools save would otherwise pile up. The folder goes when
+# the kernel exits (the gateway's shutdown request ends it normally).
 _RECEIVER = """
+def _pyvision_workdir():
+    import atexit, os, shutil, tempfile
+    folder = tempfile.mkdtemp(prefix='pyvision-tools-')
+    os.chdir(folder)
+    atexit.register(shutil.rmtree, folder, True)
+_pyvision_workdir()
+del _pyvision_workdir
 def _pyvision_receiver():
     import base64, io, json, sys
     child = sys.modules['_pyvision_child']
