@@ -7,7 +7,10 @@ directory.
 Every folder this process makes for kernels lives under one per-process folder,
 ``$TMPDIR/pyvision-<pid>-XXXX`` (:func:`process_root`): it is removed at exit,
 and a folder left by a process that was killed (a notebook kernel stopped by
-SIGKILL) is removed by the next process that makes one.
+SIGKILL) is removed by the next process that makes one. The kernels' sockets
+are files in it, and a Unix socket's path is limited to about a hundred bytes:
+when ``$TMPDIR`` is too long for them (macOS's is ~50 characters) the folder
+goes in ``/tmp`` instead.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import glob
 import os
 import shutil
 import tempfile
+import secrets
 import threading
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._errors import KernelStartError
 from ._env import child_environment, process_running
 from . import _forkserver
 from ._forkserver import ForkServer, close_servers
@@ -39,20 +43,53 @@ _ROOT_LOCK = threading.Lock()
 _ROOT_PREFIX = "pyvision-"
 
 
+#: The longest path a Unix socket may have: 103 bytes on macOS, 107 on Linux.
+SOCKET_PATH_MAX = 103
+#: What a kernel's socket path adds to the folder that holds the process's folder:
+#: ``/pyvision-<pid>-XXXXXXXX/k-XXXXXXXX/<16 hex>/kernel-<port>``.
+_SOCKET_TAIL = len("/pyvision-4194304-12345678/k-12345678/") + 16 + len("/kernel-65535")
+#: Where the folder goes when ``$TMPDIR`` is too long for the sockets.
+_SHORT_TEMP = "/tmp"
+
+
 def process_root() -> str:
-    """This process's folder for kernel folders (made on first use)."""
+    """This process's folder for kernel folders (made on first use).
+
+    Raises
+    ------
+    KernelStartError
+        If neither the temp dir nor ``/tmp`` leaves room for the kernels' sockets.
+    """
     with _ROOT_LOCK:
         root = _ROOT.get("path")
         if root is None or _ROOT.get("pid") != str(os.getpid()):
+            parent = _root_parent()
             _sweep_stale_roots()
-            root = tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-")
+            root = tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-", dir=parent)
             _ROOT.update(path=root, pid=str(os.getpid()))
         return root
 
 
+def _root_parent() -> str:
+    """The temp dir, or ``/tmp`` when the temp dir's path is too long for sockets."""
+    temp = tempfile.gettempdir()
+    if len(os.fsencode(temp)) + _SOCKET_TAIL <= SOCKET_PATH_MAX:
+        return temp
+    if (os.path.isdir(_SHORT_TEMP) and os.access(_SHORT_TEMP, os.W_OK | os.X_OK)
+            and len(os.fsencode(_SHORT_TEMP)) + _SOCKET_TAIL <= SOCKET_PATH_MAX):
+        return _SHORT_TEMP
+    room = SOCKET_PATH_MAX - _SOCKET_TAIL
+    raise KernelStartError(
+        f"The temp folder {temp} is too long for the kernel's sockets (Unix socket paths "
+        f"are limited to {SOCKET_PATH_MAX} bytes) and {_SHORT_TEMP} cannot be used: set "
+        f"TMPDIR to a writable folder whose path is at most {room} characters long.")
+
+
 def _sweep_stale_roots() -> None:
     """Remove the folders of processes of this user that ended without cleaning up."""
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{_ROOT_PREFIX}*-*")):
+    parents = {tempfile.gettempdir(), _SHORT_TEMP}
+    for path in (p for parent in parents
+                 for p in glob.glob(os.path.join(parent, f"{_ROOT_PREFIX}*-*"))):
         pid = os.path.basename(path)[len(_ROOT_PREFIX):].partition("-")[0]
         try:
             mine = os.stat(path).st_uid == os.getuid()
@@ -164,7 +201,8 @@ class Workspace:
 
     def new_launch(self, parent_env: Mapping[str, str], extra_env: Mapping[str, str]) -> Launch:
         """Prepare the next kernel launch (see :class:`Launch`)."""
-        folder = os.path.join(self.private, uuid.uuid4().hex)
+        # 64 random bits: unguessable, and short enough for the socket paths in it.
+        folder = os.path.join(self.private, secrets.token_hex(8))
         os.makedirs(self.private, 0o700, exist_ok=True)
         os.mkdir(folder, 0o700)
         # A tool may have deleted its working folder before its kernel died.
