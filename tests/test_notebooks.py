@@ -135,6 +135,26 @@ def test_usage_errors_are_one_line(tmp_path):
         assert "Traceback" not in text and len(text.strip().splitlines()) == 1
 
 
+def test_a_kernel_that_cannot_start_is_one_sentence_without_traceback(make_chat_server,
+                                                                     image_path, tmp_path,
+                                                                     capfd):
+    """Said once in the cell; jupyter_client's own traceback of the failure stays
+    out of the notebook kernel's log (the Jupyter server's console)."""
+    server = make_chat_server([code_reply("print(1)")])
+    nb = _run([
+        "%load_ext pyvision_magic\n%config PyVision.use_pool = False\n"
+        "%config ChildKernel.kernel_name = 'no-such-kernel'",
+        f"%%pyvision -i {image_path} --base-url {server.base_url} -o r\nq",
+        "print(r.status)",
+    ], tmp_path)
+    text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")
+                   for o in nb.cells[1].outputs)
+    assert "There is no Jupyter kernel named 'no-such-kernel'" in text
+    assert "Traceback" not in text and "NoSuchKernel" not in text
+    assert _text(nb.cells[2]) == "error\n"
+    assert "NoSuchKernel" not in capfd.readouterr().err  # the notebook kernel's stderr
+
+
 def test_interrupting_the_cell_stops_the_session_and_keeps_it(make_chat_server, image_path,
                                                                 tmp_path):
     server = make_chat_server([code_reply("import time\ntime.sleep(60)")])

@@ -61,6 +61,16 @@ class ThisInterpreterSpecs(KernelSpecManager):
         return super().get_kernel_spec(kernel_name)
 
 
+class _FailuresAsDebug(logging.LoggerAdapter):
+    """The kernel manager's logger: a failed start is logged by jupyter_client with
+    its traceback at error level, which a notebook shows under the cell; we report
+    that failure in one sentence (:class:`KernelStartError`), so keep the traceback
+    for debug logging."""
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        self.debug(msg, *args, exc_info=exc_info, **kwargs)
+
+
 @dataclass
 class Ran:
     """How an execution ended, as seen from the messages.
@@ -168,6 +178,7 @@ class KernelConnection:
             command_prefix=launch.command_prefix,
             sandboxed=launch.sandboxed,
             memory_only=forked,
+            log=_FailuresAsDebug(log, {}),
         )
         if forked:
             km.kernel_id = str(uuid.uuid4())
