@@ -77,6 +77,10 @@ def leaves_no_kernel_folders():
     # A subprocess killed on purpose (an interrupted eval, say) cannot clean up;
     # the next process that makes kernel folders removes its folder, as here.
     _workspace._sweep_stale_roots()
+    # Likewise a gateway kernel killed on purpose: the next one removes its folder.
+    from pyvision_magic.kernel import _kernel_files
+
+    _kernel_files.remove_folders_of_ended_kernels(tempfile.gettempdir())
     own = _workspace._ROOT.get("path")
     left = sorted(set(glob.glob(pattern)) - before - {own})
     leftover = sorted(os.listdir(own)) if own and os.path.isdir(own) else []

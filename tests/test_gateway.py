@@ -184,6 +184,24 @@ def test_tools_work_in_a_folder_of_their_own_removed_at_shutdown(loop, gateway):
     assert not os.path.exists(folder)
 
 
+def test_the_folder_of_a_killed_kernel_goes_when_the_next_one_starts(loop, gateway):
+    """A kernel the gateway (or a tool) kills cannot remove its folder; the next
+    kernel's start removes the folders of kernels that no longer run."""
+    where = "import os; print(os.path.basename(os.getcwd()))"
+
+    async def go() -> tuple[str, str, str]:
+        async with gateway_kernel(gateway) as kernel:
+            first = text_of(await kernel.execute(where)).strip()
+            died = await kernel.execute("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+            second = text_of(await kernel.execute(where)).strip()
+            return first, died.status, second
+
+    first, status, second = loop.run(go())
+    assert status == "died" and first != second
+    assert first.startswith("pyvision-tools-")
+    assert not os.path.exists(os.path.join(tempfile.gettempdir(), first))
+
+
 def test_no_secret_reaches_the_gateway_kernel(loop, gateway, monkeypatch):
     secret = "sk-attack-7d1e0c3b9a"
     monkeypatch.setenv("OPENAI_API_KEY", secret)

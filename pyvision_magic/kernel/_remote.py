@@ -36,18 +36,10 @@ _SHUT_DOWN = " (the gateway shut it down: it culled or deleted the kernel, or st
 
 # Installed after the bootstrap: the images arrive in chunks of base64 and are
 # bound from memory, since the gateway shares no file system with us. The tools
-# work in a folder of their own, as a local kernel's do: the gateway starts its
-# kernels in its own folder, shared by every kernel it runs, where the inputs'
-# files and whatever the tools save would otherwise pile up. The folder goes when
-# the kernel exits (the gateway's shutdown request ends it normally).
+# work in a folder of their own, as a local kernel's do, not in the gateway's
+# folder shared by all its kernels (see enter_own_folder).
 _RECEIVER = """
-def _pyvision_workdir():
-    import atexit, os, shutil, tempfile
-    folder = tempfile.mkdtemp(prefix='pyvision-tools-')
-    os.chdir(folder)
-    atexit.register(shutil.rmtree, folder, True)
-_pyvision_workdir()
-del _pyvision_workdir
+__import__('_pyvision_child_files').enter_own_folder()
 def _pyvision_receiver():
     import base64, io, json, sys
     child = sys.modules['_pyvision_child']
@@ -139,6 +131,10 @@ class RemoteKernel:
             await self.api.delete(self.kernel_id)
         except (KernelError, HTTPClientError) as exc:  # gone, or the gateway is: log it
             self._log.debug("gateway kernel delete: %s", exc)
+
+    def exit_description(self) -> str:
+        """How the kernel ended, as a clause for the note (see :attr:`death`)."""
+        return self.death
 
     async def interrupt(self) -> None:
         """Interrupt through the gateway's REST endpoint; a failure is only logged."""
