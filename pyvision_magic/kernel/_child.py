@@ -7,20 +7,17 @@ How the tools are confined, and what each mode protects, is set out in
 from __future__ import annotations
 
 import asyncio
-import enum
 import os
 import platform
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode, Union, validate
-from traitlets.config import LoggingConfigurable
+from traitlets import Bool, CaselessStrEnum, Dict, Int, Unicode, Union, validate
 
-from .._errors import ImageInputError, KernelError, KernelStartError
-from .._executor import Executor
+from .._errors import ImageInputError, KernelError
+from ._base import KernelExecutor
 from ._connection import KernelConnection
 from ._forkserver import fork_supported
 from ._interpreter import (
@@ -29,21 +26,15 @@ from ._interpreter import (
     libraries_of_this_interpreter,
     libraries_of_this_interpreter_if_known,
 )
-from ._output import OutputCollector, PathShortener, execution_result
+from ._output import PathShortener
 from ._isolation import Isolation, choose_isolation, make_undumpable
 from ._workspace import Workspace
-from .._records import ExecutionResult, ImageInput
+from .._records import ImageInput
 
 __all__ = ["ChildKernel"]
 
-class _State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    READY = "ready"
-    CLOSED = "closed"
 
-
-class ChildKernel(Executor, LoggingConfigurable):
+class ChildKernel(KernelExecutor):
     """Runs tools in a child Jupyter kernel, one execution at a time.
 
     The kernel starts with ``np``, ``cv2``, ``Image`` and ``plt`` defined (``np``,
@@ -73,20 +64,6 @@ class ChildKernel(Executor, LoggingConfigurable):
         help="Name of the Jupyter kernelspec to run tools in. None runs ipykernel in "
         "the current interpreter, so tools see the same installed packages.",
     ).tag(config=True)
-    timeout = Float(
-        60.0,
-        allow_none=True,
-        help="Time limit of one execution, in seconds; None means no limit. "
-        "execute(timeout=...) overrides it per call.",
-    ).tag(config=True)
-    interrupt_grace = Float(
-        2.0,
-        help="Seconds to wait after interrupting a timed-out execution before the "
-        "kernel is restarted (code that swallows KeyboardInterrupt never stops).",
-    ).tag(config=True)
-    startup_timeout = Float(
-        60.0, help="Seconds the kernel may take to start and import its libraries."
-    ).tag(config=True)
     scratch_dir = Unicode(
         None,
         allow_none=True,
@@ -97,36 +74,6 @@ class ChildKernel(Executor, LoggingConfigurable):
         {},
         help="Environment variables added to the kernel's allowlisted environment, "
         "passed as given (they are not filtered for secrets).",
-    ).tag(config=True)
-    max_output_chars = Int(
-        20000,
-        allow_none=True,
-        help="Characters of text (prints, results, tracebacks) returned per execution; "
-        "the head and tail are kept and the middle is dropped. None means no cap.",
-    ).tag(config=True)
-    max_images = Int(
-        8,
-        allow_none=True,
-        help="Images returned per execution; later ones are dropped and counted in "
-        "the result's note. None means no cap.",
-    ).tag(config=True)
-    max_image_pixels = Int(
-        1024 * 1024,
-        allow_none=True,
-        help="Pixels (width x height) of a returned image; larger images are scaled "
-        "down inside the kernel before encoding. None means no cap.",
-    ).tag(config=True)
-    memory_limit = Int(
-        8 * 2**30,
-        allow_none=True,
-        help="Address-space limit of the kernel process in bytes (RLIMIT_AS), so a "
-        "runaway allocation raises MemoryError. None means no limit.",
-    ).tag(config=True)
-    file_size_limit = Int(
-        2 * 2**30,
-        allow_none=True,
-        help="Largest file the kernel may write, in bytes (RLIMIT_FSIZE); writing "
-        "more raises OSError. None means no limit.",
     ).tag(config=True)
 
     nice = Int(
@@ -169,27 +116,17 @@ class ChildKernel(Executor, LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._state = _State.NEW
-        self._start_task: asyncio.Future[None] | None = None
-        self._lock: asyncio.Lock | None = None
-        self._conn: KernelConnection | None = None
         self._workspace: Workspace | None = None
-        self._interpreter: dict[str, Any] = {}
         self._shorten_paths: PathShortener | None = None
         self._libraries_probe: asyncio.Future[list[str]] | None = None
-        self._images: list[ImageInput] = []
-        self._bound_names: list[str] = []
-        self._libraries: list[str] | None = None
         self._isolation: Isolation | None = None
 
+    @property
+    def _conn(self) -> KernelConnection | None:
+        """The running kernel process's connection, or None."""
+        return self._running  # type: ignore[return-value]
+
     # -- lifecycle -----------------------------------------------------------------
-
-    async def __aenter__(self) -> "ChildKernel":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.shutdown()
 
     @property
     def pid(self) -> int | None:
@@ -234,11 +171,6 @@ class ChildKernel(Executor, LoggingConfigurable):
         return bool(self._isolation and self._isolation.sandboxed)
 
     @property
-    def is_ready(self) -> bool:
-        """True once :meth:`start` finished and until :meth:`shutdown`."""
-        return self._state is _State.READY
-
-    @property
     def python_version(self) -> str | None:
         """Version of the Python that runs the tools, e.g. ``"3.11.7"``.
 
@@ -256,39 +188,12 @@ class ChildKernel(Executor, LoggingConfigurable):
             return self._interpreter["executable"]
         return sys.executable if self.kernel_name is None else None
 
-    async def start(self) -> None:
-        """Start the kernel and import the preloaded libraries, if not done yet.
-
-        Safe to call concurrently and repeatedly; every caller waits for the same
-        start.
-
-        Raises
-        ------
-        KernelStartError
-            If the kernel cannot start, the sandbox is asked for but bubblewrap is
-            missing or unusable, or this kernel was already shut down.
-        """
-        if self._state is _State.READY:
-            return
-        if self._state is _State.CLOSED:
-            raise KernelStartError("This kernel was shut down; create a new ChildKernel.")
-        if self._start_task is None:
-            self._state = _State.STARTING
-            self._start_task = asyncio.ensure_future(self._first_start())
-            if self.kernel_name is None and libraries_of_this_interpreter_if_known() is None:
-                # Probed meanwhile (~20-100 ms of package metadata), so that a session
-                # given this kernel does not wait for it before its first request.
-                self._libraries_probe = asyncio.ensure_future(
-                    asyncio.to_thread(libraries_of_this_interpreter))
-        task = self._start_task
-        try:
-            # shield: one cancelled waiter must not cancel the start others wait for.
-            await asyncio.shield(task)
-        except KernelStartError:
-            if self._start_task is task:
-                self._start_task = None
-                self._state = _State.NEW
-            raise
+    def _starting(self) -> None:
+        if self.kernel_name is None and libraries_of_this_interpreter_if_known() is None:
+            # Probed meanwhile (~20-100 ms of package metadata), so that a session
+            # given this kernel does not wait for it before its first request.
+            self._libraries_probe = asyncio.ensure_future(
+                asyncio.to_thread(libraries_of_this_interpreter))
 
     async def choose_isolation(self) -> Isolation:
         """How the tools will be confined (see :attr:`isolation`), decided without
@@ -325,101 +230,38 @@ class ChildKernel(Executor, LoggingConfigurable):
             self.log.info(describe_interpreter(
                 self._interpreter, kernel_name=self.kernel_name, sandboxed=isolation.sandboxed
             ))
-        if self._state is _State.STARTING:  # not if shut down meanwhile
-            self._state = _State.READY
 
     async def _launch(self) -> None:
         """Start one kernel process, connect to it and run the bootstrap."""
         workspace = self._workspace
         assert workspace is not None
-        self._conn = await KernelConnection.launch(
+        conn = await KernelConnection.launch(
             kernel_name=self.kernel_name,
             launch=workspace.new_launch(os.environ, self.extra_env),
             cwd=workspace.scratch,
             startup_timeout=self.startup_timeout,
-            config={
-                "max_images": self.max_images,
-                "max_image_pixels": self.max_image_pixels,
-                "memory_limit": self.memory_limit,
-                "file_size_limit": self.file_size_limit,
-                "nice": self.nice,
-            },
-            stopped=lambda: self._state is _State.CLOSED,
+            config={**self._bootstrap_config(), "nice": self.nice},
+            stopped=self._closed,
             log=self.log,
         )
-        self._interpreter = self._conn.interpreter or self._interpreter
+        self._running = conn
+        self._interpreter = conn.interpreter or self._interpreter
         scratch = workspace.scratch
         self._shorten_paths = PathShortener(
             self._interpreter.get("paths") or {},
             [scratch, os.path.realpath(scratch), workspace.kernel_path(scratch, forked=True)])
 
-    async def _teardown(self) -> None:
-        """Kill the kernel and every process it started; keep the directories."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+    def _path_shortener(self) -> PathShortener | None:
+        return self._shorten_paths
 
     def _remove_dirs(self) -> None:
         if self._workspace is not None:  # kept, so scratch_path still answers
             self._workspace.remove()
 
-    async def shutdown(self) -> None:
-        """Kill the kernel and all its processes and remove the directories we made.
-
-        Idempotent; a start still in progress is waited for first.
-        """
-        if self._state is _State.CLOSED:
-            return
-        task, self._start_task = self._start_task, None
-        self._state = _State.CLOSED
-        if task is not None:
-            try:
-                await asyncio.shield(task)
-            except BaseException as exc:  # a failed start already cleaned up
-                self.log.debug("start failed before shutdown: %s", exc)
-        # A running execution sees the closed state within one poll and lets go of the
-        # lock; closing its channels under it instead would cancel its await.
-        async with self._get_lock():
-            await self._teardown()
-            self._remove_dirs()
-
-    async def restart(self) -> None:
-        """Replace the kernel by a fresh one: all variables and images are gone."""
-        await self.start()
-        async with self._get_lock():
-            self._images, self._bound_names = [], []
-            await self._relaunch(rebind=False)
-
-    async def _relaunch(self, *, rebind: bool = True) -> None:
-        await self._teardown()
-        await self._launch()
-        if rebind and self._images:
-            await self._bind(self._images)
-
-    async def interrupt(self) -> None:
-        """Send Ctrl-C to the running execution, if any."""
-        if self._conn is not None and self._state is _State.READY:
-            await self._conn.interrupt()
-
-    def _get_lock(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
+    async def _after_shutdown(self) -> None:
+        self._remove_dirs()
 
     # -- the Executor interface -----------------------------------------------------
-
-    async def bind_images(self, images: Sequence[ImageInput]) -> list[str]:
-        """Write the images to the scratch directory and bind them as ``image_clue_N``.
-
-        Raises
-        ------
-        ImageInputError
-            If the kernel cannot decode one of the images.
-        """
-        await self.start()
-        async with self._get_lock():
-            self._images = list(images)
-            return await self._bind(self._images)
 
     async def _bind(self, images: Sequence[ImageInput]) -> list[str]:
         assert self._workspace is not None and self._conn is not None
@@ -448,64 +290,5 @@ class ChildKernel(Executor, LoggingConfigurable):
                                    or await (self._libraries_probe
                                              or asyncio.to_thread(libraries_of_this_interpreter)))
             else:
-                await self.start()
-                async with self._get_lock():
-                    assert self._conn is not None
-                    self._libraries = await self._conn.call(
-                        f"probe_libraries({NOTABLE_LIBRARIES!r})"
-                    )
+                self._libraries = await self._probe_libraries(NOTABLE_LIBRARIES)
         return list(self._libraries)
-
-    async def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
-        """Run ``code`` and collect what it printed, showed and raised.
-
-        Never raises for what the code did: errors, timeouts and kernel deaths are
-        reported in :attr:`ExecutionResult.status` and ``note``.
-        """
-        await self.start()
-        async with self._get_lock():
-            if self._conn is None and self._state is _State.READY:
-                # An earlier restart failed half way; try once more before running.
-                try:
-                    await self._relaunch()
-                except Exception as exc:  # noqa: BLE001 - a status, as for the tool itself
-                    await self._teardown()
-                    return ExecutionResult("died", note=(
-                        f"The kernel could not be started again ({type(exc).__name__}: {exc}); "
-                        "the tool was not run. The next tool tries again."))
-            return await self._execute(code, self.timeout if timeout is None else timeout)
-
-    async def _execute(self, code: str, limit: float | None) -> ExecutionResult:
-        assert self._conn is not None
-        started = time.monotonic()
-        collected = OutputCollector(self.max_output_chars, self.max_images, self.max_image_pixels,
-                                    self._shorten_paths)
-        ran = await self._conn.run(code, collected, limit=limit, grace=self.interrupt_grace)
-        await collected.finish()  # check and decode the images off the event loop
-        exit_clause, restart_failed = "", None
-        if ran.outcome in ("stuck", "died"):
-            # Variables are lost either way; a fresh kernel gets the input images back.
-            exit_clause = self._conn.exit_description() if ran.outcome == "died" else ""
-            try:
-                await self._relaunch()
-            except Exception as exc:  # noqa: BLE001 - a tool's fault is a turn status
-                # A full disk, or inputs/ replaced by the tool: the next execute retries.
-                await self._teardown()
-                restart_failed = exc
-        result = execution_result(
-            collected,
-            outcome=ran.outcome,
-            interrupted=ran.interrupted,
-            reply_status=ran.reply.get("status"),
-            limit=limit,
-            duration=time.monotonic() - started,
-            exit_clause=exit_clause,
-            rebound=self._bound_names,
-        )
-        if restart_failed is not None:
-            result.status = "died"
-            result.note = (
-                f"The kernel{' process died' + exit_clause if ran.outcome == 'died' else ' had to be restarted'}"
-                f" and could not be started again ({type(restart_failed).__name__}: "
-                f"{restart_failed}); the next tool starts a fresh kernel, without variables.")
-        return result
