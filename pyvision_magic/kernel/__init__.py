@@ -1,6 +1,7 @@
 """The child kernel that runs the model's tools, and what surrounds it.
 
-- :mod:`._child`: :class:`ChildKernel`, the executor (start, execute, restart, shutdown).
+- :mod:`._base`: what every kernel executor shares (start, execute, restart, shutdown).
+- :mod:`._child`: :class:`ChildKernel`, the executor on a local kernel process.
 - :mod:`._pool`: :class:`KernelPool`, kernels started ahead of time.
 - :mod:`._gateway`: :class:`GatewayKernel`, the executor on a Jupyter Kernel Gateway
   (:mod:`._remote`: one kernel there; :mod:`._gateway_api`: its REST + WebSocket API).
@@ -13,7 +14,7 @@
 - :mod:`._workspace`: a kernel's folders and how each launch is wrapped.
 - :mod:`._env`: a kernel's environment and processes.
 - :mod:`._interpreter`: which Python and libraries the tools have.
-- :mod:`._bootstrap`: code that runs inside the kernel.
+- :mod:`._bootstrap` and :mod:`._kernel_files`: code that runs inside the kernel.
 """
 
 from __future__ import annotations
