@@ -404,11 +404,19 @@ def _from_array(arr: Any, name: str, fps: float, bgr: bool) -> VideoInput:
 _FOLDER: dict[str, str] = {}
 
 
+#: Folders for clips are named ``<prefix><pid>-XXXX``.
+CLIPS_PREFIX = "pyvision_clips-"
+
+
 def _temporary_folder() -> str:
-    """This process's folder for clips made from bytes or arrays (removed at exit)."""
+    """This process's folder for clips made from bytes or arrays (removed at exit;
+    the folders of processes that were killed are removed when the next one is made)."""
+    from .kernel._workspace import remove_folders_of_ended_processes
+
     folder = _FOLDER.get(str(os.getpid()))
     if folder is None or not os.path.isdir(folder):
-        folder = tempfile.mkdtemp(prefix="pyvision_clips-")
+        remove_folders_of_ended_processes(tempfile.gettempdir(), CLIPS_PREFIX)
+        folder = tempfile.mkdtemp(prefix=f"{CLIPS_PREFIX}{os.getpid()}-")
         _FOLDER[str(os.getpid())] = folder
         atexit.register(shutil.rmtree, folder, True)
     return folder

@@ -82,6 +82,25 @@ def test_array_clip_is_lossless_and_one_second_per_frame():
         assert clue.duration == 1.25
 
 
+def test_clips_of_a_killed_process_are_removed_by_the_next_one(tmp_path):
+    """An array clip is a file in a per-process temp folder, removed at exit; a
+    process killed before its exit leaves it, and the next process that makes
+    one removes it."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    make = ("import os, signal, numpy as np; from pyvision_magic._video import load_video; "
+            "v = load_video(np.zeros((2, 8, 8, 3), np.uint8)); print(os.path.dirname(v.path), "
+            "flush=True); {end}")
+    killed = subprocess.run([sys.executable, "-c", make.format(
+        end="os.kill(os.getpid(), signal.SIGKILL)")], env=env, capture_output=True, text=True)
+    left = killed.stdout.strip()
+    assert killed.returncode == -9 and os.path.isdir(left)
+    ended = subprocess.run([sys.executable, "-c", make.format(end="")], env=env,
+                           capture_output=True, text=True, check=True)
+    assert not os.path.exists(left)  # swept by the second process
+    assert not os.path.exists(ended.stdout.strip())  # removed at its own exit
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 def test_sampled_frames_are_labelled_spread_and_share_one_image_budget(clip):
     video = load_video(clip)
     frames = sample_frames(video, 8, 65_536)

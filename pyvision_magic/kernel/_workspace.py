@@ -36,7 +36,7 @@ from ._isolation import Isolation, guard_argv
 from ._sandbox import SHARED_INSIDE, bwrap_argv, template_argv
 from .._records import ImageInput
 
-__all__ = ["Launch", "Workspace", "process_root"]
+__all__ = ["Launch", "Workspace", "process_root", "remove_folders_of_ended_processes"]
 
 _ROOT: dict[str, str] = {}
 _ROOT_LOCK = threading.Lock()
@@ -87,10 +87,14 @@ def _root_parent() -> str:
 
 def _sweep_stale_roots() -> None:
     """Remove the folders of processes of this user that ended without cleaning up."""
-    parents = {tempfile.gettempdir(), _SHORT_TEMP}
-    for path in (p for parent in parents
-                 for p in glob.glob(os.path.join(parent, f"{_ROOT_PREFIX}*-*"))):
-        pid = os.path.basename(path)[len(_ROOT_PREFIX):].partition("-")[0]
+    for parent in {tempfile.gettempdir(), _SHORT_TEMP}:
+        remove_folders_of_ended_processes(parent, _ROOT_PREFIX)
+
+
+def remove_folders_of_ended_processes(parent: str, prefix: str) -> None:
+    """Remove ``parent/<prefix><pid>-*`` folders of this user whose process is gone."""
+    for path in glob.glob(os.path.join(parent, f"{glob.escape(prefix)}*-*")):
+        pid = os.path.basename(path)[len(prefix):].partition("-")[0]
         try:
             mine = os.stat(path).st_uid == os.getuid()
         except OSError:
