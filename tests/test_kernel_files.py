@@ -76,6 +76,20 @@ def test_a_file_also_shown_comes_once_and_untouched_files_never(loop, kernel):  
     assert decoded_size(image) == (7, 7) and "saved file both.png" in text_of(again)
 
 
+def test_a_saved_file_displayed_from_disk_comes_once(loop, kernel):  # noqa: F811
+    """Saved, then shown by opening the file: by IPython's Image (its bytes reach
+    the kernel as display data) or by PIL's ``Image.open``."""
+    result = ok(loop, kernel, "from IPython.display import Image as IPImage\n"
+                              "Image.new('RGB', (9, 9), 'red').save('a.png')\n"
+                              "display(IPImage('a.png'))\n"
+                              "Image.new('RGB', (8, 8), 'blue').save('b.png')\n"
+                              "display(Image.open('b.png'))\n"
+                              "Image.new('RGB', (7, 7), 'green').save('c.png')")
+    assert sorted(decoded_size(image) for image in images_of(result)) == [(7, 7), (8, 8), (9, 9)]
+    assert "saved file a.png" not in text_of(result) and "saved file b.png" not in text_of(result)
+    assert "saved file c.png" in text_of(result)
+
+
 def test_saved_files_count_against_the_image_cap(loop, kernel):  # noqa: F811
     result = ok(loop, kernel, "plt.plot([1]); plt.show()\n"
                               "for i in range(4): Image.new('L', (5, 5), i).save(f'many{i}.png')")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import codecs
 import functools
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -59,6 +60,9 @@ STATE: dict = {
     # Files the execution wrote: the listing before it, and what was shown and saved.
     "folder": None, "files_before": None, "saved": {}, "shown_ids": {},
     "shown_files": set(), "formatted": None,
+    # Digests of images displayed by other means (IPython.display.Image('x.png')):
+    # a saved file with the same bytes was shown already.
+    "shown_digests": set(),
 }
 
 BACKEND_MODULE = "_pyvision_mpl_backend"
@@ -222,7 +226,11 @@ def _noted(table: dict, thing):
 
 
 def _note_shown(thing) -> None:
-    """Remember that ``thing`` was shown: a file it is saved to is not shown again."""
+    """Remember that ``thing`` was shown: a file it is saved to, or the file it was
+    opened from (``Image.open``), is not shown again."""
+    opened_from = getattr(thing, "filename", None)
+    if isinstance(opened_from, str) and opened_from:
+        STATE["shown_files"].add(os.path.realpath(opened_from))
     if _noted(STATE["shown_ids"], thing) is None:
         STATE["shown_ids"][id(thing)] = (_ref(thing),)
     saved = _noted(STATE["saved"], thing)
@@ -298,6 +306,17 @@ def _format_figure_jpeg(figure):
     return _format_as("image/jpeg", figure, None)
 
 
+def _shown_bytes(path: str) -> bool:
+    """Whether an image with the same bytes as the file at ``path`` was displayed."""
+    if not STATE["shown_digests"]:
+        return False
+    try:
+        with open(path, "rb") as file:
+            return hashlib.sha256(file.read()).digest() in STATE["shown_digests"]
+    except OSError:
+        return False
+
+
 def _publish_written_files() -> None:
     """Show the image files the execution wrote in its working folder, like shown images.
 
@@ -314,7 +333,9 @@ def _publish_written_files() -> None:
 
     for path in files.written_since(before, folder):
         full = os.path.join(folder, path)
-        if os.path.realpath(full) in STATE["shown_files"] or not _take_slot():
+        if os.path.realpath(full) in STATE["shown_files"] or _shown_bytes(full):
+            continue
+        if not _take_slot():
             continue
         try:
             with warnings.catch_warnings():
@@ -1187,7 +1208,10 @@ def _vet_display(msg: dict) -> bool:
     if not _take_slot():
         return False
     try:
-        png, detail = _vet_image(data[mime])
+        raw = data[mime]
+        raw = base64.b64decode(raw) if isinstance(raw, str) else bytes(raw)
+        STATE["shown_digests"].add(hashlib.sha256(raw).digest())
+        png, detail = _vet_image(raw)
     except Exception as exc:  # e.g. not base64 at all
         png, detail = None, f"an invalid image ({type(exc).__name__})"
     rest = {key: value for key, value in data.items() if key not in IMAGE_MIMES}
@@ -1272,7 +1296,7 @@ def _before_cell(info=None) -> None:
     STATE["dropped"] = 0
     STATE["displayed_figures"] = set()
     STATE["noted_backends"] = set()
-    STATE.update(saved={}, shown_ids={}, shown_files=set(), formatted=None)
+    STATE.update(saved={}, shown_ids={}, shown_files=set(), formatted=None, shown_digests=set())
     files = sys.modules.get("_pyvision_child_files")
     try:
         STATE["folder"] = os.getcwd()
