@@ -496,6 +496,7 @@ class SessionWidget(anywidget.AnyWidget):
         message, error = self._messages.get(turn.index, ("", False))
         return {
             "index": turn.index, "prose": prose(turn.text, turn.code), "code": turn.code,
+            "answer": turn.answer,
             "streaming": False, "exec_status": turn.exec_status, "note": turn.note,
             "seconds": round(turn.exec_seconds, 2), "model_seconds": round(turn.model_seconds, 2),
             "tokens": turn.usage.total_tokens, "outputs": outputs,
