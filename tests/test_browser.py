@@ -432,8 +432,9 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             assert inherited.count() == 1
             assert "pyvision-collapsed" in (inherited.first.get_attribute("class") or ""), \
                 "the turn a fork inherits is one folded line"
-            assert fork.locator(".pyvision-card").first.bounding_box()["y"] > \
-                second.locator(":scope > .pyvision-buttons").bounding_box()["y"], "the fork is below its turn"
+            below = second.locator(":scope > .pyvision-buttons").bounding_box()["y"]
+            assert fork.locator(".pyvision-card").first.bounding_box()["y"] > below, \
+                "the fork is below its turn"
 
             # Stop during a tool reads as stopped; then stop during the model's reply.
             slow = cells.nth(2).locator(".pyvision-view").first

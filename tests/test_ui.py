@@ -598,3 +598,15 @@ def test_a_saved_notebook_has_a_one_line_text_form_and_a_monospace_static_copy_b
     saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert all("buffers" not in model for model in saved.values()), \
         "images are not saved a second time in the widget state"
+
+
+def test_the_session_imports_no_view_code():
+    """The Session only emits events; the widget observes them (never the other way)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pyvision_magic._session; "
+            "print([m for m in ('pyvision_magic.ui', 'anywidget', 'ipywidgets', 'comm') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
