@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import io
 import re
 import time
@@ -598,6 +599,16 @@ def test_a_saved_notebook_has_a_one_line_text_form_and_a_monospace_static_copy_b
     saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert all("buffers" not in model for model in saved.values()), \
         "images are not saved a second time in the widget state"
+
+    # nbconvert's HTML of the notebook as JupyterLab saves it (no widget state): the one
+    # line, then the saved copy; no widget repr.
+    from nbconvert import HTMLExporter
+
+    del nb.metadata["widgets"]
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert page.count(html.escape(text.strip(), quote=False)) == 1
+    assert page.count("saved copy of a pyvision session") == 1
+    assert "SessionWidget(" not in page and "SessionView(" not in page
 
 
 def test_the_session_imports_no_view_code():
