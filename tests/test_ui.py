@@ -621,3 +621,19 @@ def test_the_session_imports_no_view_code():
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_without_a_built_front_end_sessions_fall_back_to_the_static_copy_said_once(
+        workspace, monkeypatch, tmp_path, capsys):
+    from pyvision_magic.ui import _widget
+
+    assert _widget.bundle_problem() is None, "this checkout's front end is built"
+    assert not workspace.static_only()
+    monkeypatch.setattr(_widget, "_ESM", tmp_path / "session_view.js")  # a checkout never built
+    problem = _widget.bundle_problem()
+    assert problem.startswith("the notebook front end of pyvision_magic is not built")
+    assert "pip install -e ." in problem and "Node.js" in problem
+    assert workspace.static_only() and workspace.static_only()
+    err = capsys.readouterr().err
+    assert err.count("front end of pyvision_magic is not built") == 1
+    assert err.strip().count("\n") == 0 and err.strip().endswith("shown instead.")
