@@ -340,6 +340,8 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             # The answer is in the header as soon as it exists; finished turns fold.
             view.locator(".pyvision-header .pyvision-answer").wait_for(timeout=45_000)
             assert "2" in view.locator(".pyvision-answer").inner_text()
+            assert view.locator(".pyvision-model").inner_text() == "gpt-4.1"
+            assert view.locator(".pyvision-status").inner_text() == "answered"
             thumb = view.locator(".pyvision-header .pyvision-thumb").first
             assert "image_clue_0" in thumb.inner_text()
             thumb.click()  # enlarge (this 120x80 input is already shown at its own size)
