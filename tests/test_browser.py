@@ -459,6 +459,9 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
                 "the elapsed time runs while the model writes"
             chatty.locator("button.pyvision-stop").click()
             chatty.locator(".pyvision-noanswer").wait_for(timeout=30_000)
+            tokens = chatty.locator(".pyvision-tokens").inner_text()
+            assert re.fullmatch(r"~[1-9]\d* tokens", tokens), \
+                f"a reply cut by Stop keeps its estimate, not '0 tokens': {tokens}"
             page.get_by_text("ended: stopped stopped stopped").wait_for(timeout=30_000)
 
             for index in range(cards.count()):  # everything visible for the contrast check

@@ -228,6 +228,29 @@ def test_streamed_text_goes_as_small_appends_at_most_ten_a_second(images):
     assert deltas[-1]["tokens"] > 100, "a live token estimate rides along"
 
 
+def test_a_reply_cut_by_stop_keeps_its_token_estimate(images):
+    view = SessionWidget("q", images, "m")
+    t = Transcript(question="q", model="m", images=images)
+    _follow(view, t)
+    view.status(t)
+    turn = Turn(index=0, text="")
+    t.turns.append(turn)
+    view.turn_start(turn)
+    for _ in range(50):
+        turn.text += "and so on "
+        view.text_delta(turn, "and so on ")
+    t.status, turn.note = "stopped", "Stopped while the model was answering."
+    view.status(t)
+    assert t.usage.total_tokens == 0, "the endpoint counted nothing for the cut reply"
+    assert view.state["status"] == "stopped" and view.state["live_tokens"] == 125
+    assert view.state["phase"] == "idle"
+    t2 = Transcript(question="q", model="m", images=images, status="answered", answer="1",
+                    turns=[Turn(index=0, text="<answer>1</answer>", answer="1")])
+    finished = SessionWidget("q", images, "m")
+    finished.show_transcript(t2)
+    assert finished.state["live_tokens"] == 0
+
+
 def test_a_saved_transcript_is_drawn_at_once_and_its_text_form_is_one_line(images):
     from importlib import resources
 

@@ -419,8 +419,10 @@ class SessionWidget(anywidget.AnyWidget):
                                                        transcript.error)
             self._usage = transcript.usage
             if not self.running:
+                # A reply cut by Stop has no usage from the endpoint: keep its estimate.
+                cut = sum(stream.tokens for stream in self._streams.values())
                 self._flush_streams()
-                self._live_tokens = 0
+                self._live_tokens = cut
                 self._set_phase("idle", None)
             self._refresh_all_turns()
 
