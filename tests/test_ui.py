@@ -622,6 +622,8 @@ def test_a_saved_notebook_has_a_one_line_text_form_and_a_monospace_static_copy_b
     saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert all("buffers" not in model for model in saved.values()), \
         "images are not saved a second time in the widget state"
+    names = sorted(model["model_name"] for model in saved.values())
+    assert names == ["AnyModel", "LayoutModel"], f"one widget model for four turns: {names}"
 
     # nbconvert's HTML of the notebook as JupyterLab saves it (no widget state): the one
     # line, then the saved copy; no widget repr.
