@@ -7,8 +7,9 @@ answer shows in the header, real key presses edit a tool (Tab, ``x``, ``dd``,
 says what the edit invalidates, Fork opens below its turn, Stop ends a session
 during the model's reply and during a tool, and every text in the view has
 WCAG AA contrast. Copy to cell makes a cell that runs. Notebook 7 shows the view
-at full height, streams, keeps keys in the editor, runs with Ctrl+Enter, copies to a
-cell that runs and forks; its contrast is checked too. The saved copy's code and outputs
+at full height, streams, stops during a tool and during the model's reply, keeps keys
+in the editor, runs with Ctrl+Enter, copies to a cell that runs and forks; its contrast is
+checked too. Copy to cell runs in both JupyterLab themes. The saved copy's code and outputs
 are in a fixed-width font. Screenshots are kept under ``$PYVISION_BROWSER_ARTIFACTS``
 (default: ``$TMPDIR/pyvision_browser_artifacts``).
 """
@@ -504,11 +505,13 @@ for word in s.split():
 print('copied', np.asarray(image_clue_0).shape, len(s))'''
 
 
+@pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
 def test_copy_to_cell_makes_a_cell_that_runs_in_the_notebook(jupyter_lab, make_chat_server,
-                                                             image_path):
+                                                             image_path, theme):
     playwright = pytest.importorskip("playwright.sync_api")
     url, token, root = jupyter_lab
-    _set_theme(url, token, "JupyterLab Light")
+    _set_theme(url, token, theme)
+    name = "dark" if "Dark" in theme else "light"
 
     def reply(body):
         if not any(m["role"] == "assistant" for m in body["messages"]):
@@ -520,7 +523,7 @@ def test_copy_to_cell_makes_a_cell_that_runs_in_the_notebook(jupyter_lab, make_c
     shutil.copy(image_path, image)
     setup = f"%load_ext pyvision_magic\n%config PyVision.base_url = {server.base_url!r}"
     ask = f"%%pyvision -i {image}\nCopy me."
-    path = root / "copy.ipynb"
+    path = root / f"copy-{name}.ipynb"
     _write_notebook(path, [setup, ask, "print('the last cell')"])
 
     with playwright.sync_playwright() as p:
@@ -529,7 +532,7 @@ def test_copy_to_cell_makes_a_cell_that_runs_in_the_notebook(jupyter_lab, make_c
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
-            _run_all(page, f"{url}/lab/tree/copy.ipynb?reset&token={token}")
+            _run_all(page, f"{url}/lab/tree/copy-{name}.ipynb?reset&token={token}")
             view = page.locator(".pyvision-view").first
             view.locator(".pyvision-answer").wait_for(timeout=45_000)
             card = view.locator(".pyvision-card").first
@@ -551,7 +554,7 @@ def test_copy_to_cell_makes_a_cell_that_runs_in_the_notebook(jupyter_lab, make_c
             assert "Error" not in new.locator(".jp-OutputArea").inner_text()
             assert not errors, errors
         except BaseException:
-            print(f"screenshot: {_shot(page, 'lab-copy-failure')}")
+            print(f"screenshot: {_shot(page, f'lab-copy-{name}-failure')}")
             raise
         finally:
             browser.close()
@@ -566,6 +569,9 @@ def test_notebook7_streams_runs_copies_and_forks_at_full_height_with_keys_in_the
 
     def reply(body):
         done = sum(m["role"] == "assistant" for m in body["messages"])
+        if "Wait in the tool" in json.dumps(body["messages"]) or \
+                "Talk forever" in json.dumps(body["messages"]):
+            return _reply(body)
         if done < 6:
             # The first one longer and slowly, to see it arrive in the editor.
             lines = 40 if done == 0 else 12
@@ -582,6 +588,8 @@ def test_notebook7_streams_runs_copies_and_forks_at_full_height_with_keys_in_the
     _write_notebook(path, [
         f"%load_ext pyvision_magic\n%config PyVision.base_url = {server.base_url!r}",
         f"%%pyvision -i {image}\nSix turns please.",
+        f"%%pyvision -i {image}\nWait in the tool.",
+        f"%%pyvision -i {image}\nTalk forever.",
     ])
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -595,6 +603,20 @@ def test_notebook7_streams_runs_copies_and_forks_at_full_height_with_keys_in_the
             streaming.wait_for(timeout=45_000)
             streaming.locator(".cm-content", has_text="turn 0").wait_for(timeout=20_000)
             view.locator(".pyvision-answer").wait_for(timeout=60_000)
+
+            # Stop during a tool, then during the model's reply.
+            notebook_cells = page.locator(".jp-Notebook .jp-Cell")
+            slow = notebook_cells.nth(2).locator(".pyvision-view").first
+            slow.locator(".pyvision-running", has_text="running tool").wait_for(timeout=45_000)
+            slow.locator("button.pyvision-stop").click()
+            slow.locator(".pyvision-noanswer").wait_for(timeout=30_000)
+            assert slow.locator(".pyvision-traceback").count() == 0
+            assert "stopped" in slow.locator(".pyvision-card-title").first.inner_text()
+            chatty = notebook_cells.nth(3).locator(".pyvision-view").first
+            chatty.locator(".pyvision-card.pyvision-streaming").wait_for(timeout=45_000)
+            chatty.locator("button.pyvision-stop").click()
+            chatty.locator(".pyvision-noanswer").wait_for(timeout=30_000)
+            assert "stopped" in chatty.locator(".pyvision-status").inner_text()
 
             thumb = view.locator(".pyvision-header .pyvision-thumb").first
             small_width = thumb.locator("img").bounding_box()["width"]
