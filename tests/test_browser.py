@@ -7,7 +7,10 @@ answer shows in the header, real key presses edit a tool (Tab, ``x``, ``dd``,
 says what the edit invalidates, Fork opens below its turn, Stop ends a session
 during the model's reply and during a tool, and every text in the view has
 WCAG AA contrast. Copy to cell makes a cell that runs. Notebook 7 shows the view
-at full height. Screenshots are kept under ``$PYVISION_BROWSER_ARTIFACTS``
+at full height, streams, stops during a tool and during the model's reply, keeps keys
+in the editor, runs with Ctrl+Enter, copies to a cell that runs and forks; its contrast is
+checked too. Copy to cell runs in both JupyterLab themes. The saved copy's code and outputs
+are in a fixed-width font. Screenshots are kept under ``$PYVISION_BROWSER_ARTIFACTS``
 (default: ``$TMPDIR/pyvision_browser_artifacts``).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -242,6 +246,37 @@ def _shot(page, name: str) -> Path:
     return path
 
 
+def _shot_of(locator, name: str) -> Path:
+    """A screenshot of one element (a card, a header): what a user looks at, in full."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    locator.screenshot(path=str(path))
+    return path
+
+
+#: The colours of the editor's text: plain, and each highlighted token class in it.
+HIGHLIGHT_JS = """el => { const out = {plain: getComputedStyle(el).color};
+  for (const span of el.querySelectorAll('[class*="pv-tok-"]')) {
+    const cls = [...span.classList].find(c => c.startsWith('pv-tok-'));
+    out[cls] = getComputedStyle(span).color; }
+  return out; }"""
+
+
+def _assert_highlighted(card, tokens=("pv-tok-string", "pv-tok-comment")) -> None:
+    """The ``tokens`` in the editor (strings, comments, ...) have colours of their own."""
+    colours = card.locator(".cm-content").first.evaluate(HIGHLIGHT_JS)
+    for token in tokens:
+        assert token in colours, f"no {token} in the editor: {colours}"
+        assert colours[token] != colours["plain"], f"{token} is drawn as plain text: {colours}"
+
+
+#: Views, headers and cards whose content is wider than their box (a horizontal scroll).
+OVERFLOW_JS = """() => [...document.querySelectorAll(
+    '.pyvision-view, .pyvision-header, .pyvision-card, .pyvision-outputs')]
+  .filter(e => e.getClientRects().length && e.scrollWidth > e.clientWidth + 1)
+  .map(e => e.className + ' ' + e.scrollWidth + '>' + e.clientWidth)"""
+
+
 def _assert_contrast(page, name: str) -> None:
     result = page.evaluate(CONTRAST_JS)
     assert result["checked"] > 20, result
@@ -306,6 +341,8 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             # The answer is in the header as soon as it exists; finished turns fold.
             view.locator(".pyvision-header .pyvision-answer").wait_for(timeout=45_000)
             assert "2" in view.locator(".pyvision-answer").inner_text()
+            assert view.locator(".pyvision-model").inner_text() == "gpt-4.1"
+            assert view.locator(".pyvision-status").inner_text() == "answered"
             thumb = view.locator(".pyvision-header .pyvision-thumb").first
             assert "image_clue_0" in thumb.inner_text()
             thumb.click()  # enlarge (this 120x80 input is already shown at its own size)
@@ -317,9 +354,13 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             page.wait_for_function(
                 "el => el.querySelectorAll(':scope > .pyvision-turns > .pyvision-collapsed')"
                 ".length === 3", arg=view.element_handle(), timeout=10_000)
+            summaries = cards.locator(".pyvision-summary").all_inner_texts()
+            assert all(line.strip() for line in summaries), \
+                f"a folded turn has a one-line summary: {summaries}"
             first = cards.nth(0)
             first.locator(".pyvision-card-title").click()
             assert "red pixels 8639" in first.locator(":scope > .pyvision-outputs").inner_text()
+            _assert_highlighted(first)
 
             # Real editor keys: nothing reaches the notebook's shortcuts.
             count = _cell_count(page)
@@ -344,6 +385,11 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
                 "Tab indents and keeps the focus in the editor"
             assert _cell_count(page) == count, "x/dd/a/b typed in the editor changed the notebook"
             first.locator(".pyvision-draft-note").wait_for(timeout=5_000)
+            assert first.locator(".pyvision-draft-note").inner_text() == "edited, not run"
+            _assert_highlighted(first, ("pv-tok-keyword", "pv-tok-string", "pv-tok-comment"))
+            _shot_of(first, f"lab-{name}-editing")
+            _assert_contrast(page, f"{theme}, a draft in the editor")
+            prompt = cells.nth(1).locator(".jp-InputPrompt").inner_text()
 
             # Shift+Enter runs the edited tool; the view says what the edit invalidates.
             page.keyboard.press("Shift+Enter")
@@ -354,11 +400,29 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
                                    arg=first.element_handle(), timeout=10_000)
             assert first.locator(".pyvision-draft-note").count() == 0 or \
                 not first.locator(".pyvision-draft-note").is_visible()
+            assert first.locator(".pyvision-badge").is_visible()
+            assert first.locator(".pyvision-badge").inner_text() == "edited"
             original = first.locator(".pyvision-original")
             original.locator("button").click()
             original.get_by_text("red pixels 8639").wait_for(timeout=5_000)
             assert "pyvision-stale" in (cards.nth(1).get_attribute("class") or "")
             view.locator(".pyvision-header .pyvision-stale-note").wait_for(timeout=5_000)
+            assert "turn 1" in view.locator(".pyvision-header .pyvision-stale-note").inner_text()
+
+            # Ctrl+Enter runs too; neither key reran the notebook's own cell.
+            editor.click()
+            page.keyboard.press("Control+End")
+            page.keyboard.press("Enter")
+            page.keyboard.type("print('ctrl-enter ran')")
+            page.keyboard.press("Control+Enter")
+            first.locator(":scope > .pyvision-outputs", has_text="ctrl-enter ran").wait_for(
+                timeout=30_000)
+            assert _cell_count(page) == count
+            assert cells.nth(1).locator(".jp-InputPrompt").inner_text() == prompt, \
+                "Shift/Ctrl+Enter in the editor ran the notebook cell again"
+            view.locator(".pyvision-header").scroll_into_view_if_needed()
+            _shot_of(view.locator(".pyvision-header"), f"lab-{name}-stale-answer")
+            _shot_of(first, f"lab-{name}-edited")
 
             # Fork from the second turn: it opens below that turn, the first folded.
             second = cards.nth(1)
@@ -369,11 +433,20 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             assert "pyvision-fork-view" in (fork.get_attribute("class") or "")
             inherited = fork.locator(".pyvision-card.pyvision-inherited")
             assert inherited.count() == 1
+            assert "pyvision-collapsed" in (inherited.first.get_attribute("class") or ""), \
+                "the turn a fork inherits is one folded line"
+            below = second.locator(":scope > .pyvision-buttons").bounding_box()["y"]
+            assert fork.locator(".pyvision-card").first.bounding_box()["y"] > below, \
+                "the fork is below its turn"
 
             # Stop during a tool reads as stopped; then stop during the model's reply.
             slow = cells.nth(2).locator(".pyvision-view").first
             slow.locator(".pyvision-running").wait_for(timeout=45_000)
-            assert "running tool" in slow.locator(".pyvision-running").inner_text()
+            running = slow.locator(".pyvision-running")
+            first_line = running.inner_text()
+            assert re.fullmatch(r"running tool… \d+\.\d s", first_line), first_line
+            page.wait_for_timeout(700)
+            assert running.inner_text() != first_line, "the tool's time runs"
             slow.locator("button.pyvision-stop").click()
             slow.locator(".pyvision-noanswer").wait_for(timeout=30_000)
             assert slow.locator(".pyvision-traceback").count() == 0
@@ -387,6 +460,9 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
                 "the elapsed time runs while the model writes"
             chatty.locator("button.pyvision-stop").click()
             chatty.locator(".pyvision-noanswer").wait_for(timeout=30_000)
+            tokens = chatty.locator(".pyvision-tokens").inner_text()
+            assert re.fullmatch(r"~[1-9]\d* tokens", tokens), \
+                f"a reply cut by Stop keeps its estimate, not '0 tokens': {tokens}"
             page.get_by_text("ended: stopped stopped stopped").wait_for(timeout=30_000)
 
             for index in range(cards.count()):  # everything visible for the contrast check
@@ -395,9 +471,8 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             page.wait_for_timeout(300)
             _shot(page, f"lab-{name}")
             _assert_contrast(page, theme)
-            overflow = page.evaluate("""() => [...document.querySelectorAll('.pyvision-view')]
-                .filter(v => v.scrollWidth > v.clientWidth + 1).length""")
-            assert overflow == 0, "a view is wider than its box"
+            overflow = page.evaluate(OVERFLOW_JS)
+            assert overflow == [], f"wider than their box: {overflow}"
             assert not errors, errors
         except BaseException:
             print(f"screenshot: {_shot(page, f'lab-{name}-failure')}")
@@ -430,11 +505,13 @@ for word in s.split():
 print('copied', np.asarray(image_clue_0).shape, len(s))'''
 
 
+@pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
 def test_copy_to_cell_makes_a_cell_that_runs_in_the_notebook(jupyter_lab, make_chat_server,
-                                                             image_path):
+                                                             image_path, theme):
     playwright = pytest.importorskip("playwright.sync_api")
     url, token, root = jupyter_lab
-    _set_theme(url, token, "JupyterLab Light")
+    _set_theme(url, token, theme)
+    name = "dark" if "Dark" in theme else "light"
 
     def reply(body):
         if not any(m["role"] == "assistant" for m in body["messages"]):
@@ -446,7 +523,7 @@ def test_copy_to_cell_makes_a_cell_that_runs_in_the_notebook(jupyter_lab, make_c
     shutil.copy(image_path, image)
     setup = f"%load_ext pyvision_magic\n%config PyVision.base_url = {server.base_url!r}"
     ask = f"%%pyvision -i {image}\nCopy me."
-    path = root / "copy.ipynb"
+    path = root / f"copy-{name}.ipynb"
     _write_notebook(path, [setup, ask, "print('the last cell')"])
 
     with playwright.sync_playwright() as p:
@@ -455,7 +532,7 @@ def test_copy_to_cell_makes_a_cell_that_runs_in_the_notebook(jupyter_lab, make_c
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
-            _run_all(page, f"{url}/lab/tree/copy.ipynb?reset&token={token}")
+            _run_all(page, f"{url}/lab/tree/copy-{name}.ipynb?reset&token={token}")
             view = page.locator(".pyvision-view").first
             view.locator(".pyvision-answer").wait_for(timeout=45_000)
             card = view.locator(".pyvision-card").first
@@ -477,30 +554,42 @@ def test_copy_to_cell_makes_a_cell_that_runs_in_the_notebook(jupyter_lab, make_c
             assert "Error" not in new.locator(".jp-OutputArea").inner_text()
             assert not errors, errors
         except BaseException:
-            print(f"screenshot: {_shot(page, 'lab-copy-failure')}")
+            print(f"screenshot: {_shot(page, f'lab-copy-{name}-failure')}")
             raise
         finally:
             browser.close()
 
 
-def test_notebook7_shows_the_view_at_full_height_and_keeps_keys_in_the_editor(
+def test_notebook7_streams_runs_copies_and_forks_at_full_height_with_keys_in_the_editor(
         notebook7, make_chat_server, image_path):
+    from PIL import Image
+
     playwright = pytest.importorskip("playwright.sync_api")
     url, token, root = notebook7
 
     def reply(body):
         done = sum(m["role"] == "assistant" for m in body["messages"])
+        if "Wait in the tool" in json.dumps(body["messages"]) or \
+                "Talk forever" in json.dumps(body["messages"]):
+            return _reply(body)
         if done < 6:
-            return code_reply(f"print('turn {done}')\n" + "\n".join(f"# line {i}"
-                                                                     for i in range(12)))
+            # The first one longer and slowly, to see it arrive in the editor.
+            lines = 40 if done == 0 else 12
+            code = code_reply(f"print('turn {done}')\n" + "\n".join(f"# line {i}"
+                                                                    for i in range(lines)))
+            return Reply(code, chunk_delay=0.03) if done == 0 else code
         return "<answer>done</answer>"
 
     server = make_chat_server([], default=reply)
     image = root / "nb7.png"
-    shutil.copy(image_path, image)
-    _write_notebook(root / "nb7.ipynb", [
+    with Image.open(image_path) as small:  # big enough that a click visibly enlarges it
+        small.resize((small.width * 4, small.height * 4), Image.Resampling.NEAREST).save(image)
+    path = root / "nb7.ipynb"
+    _write_notebook(path, [
         f"%load_ext pyvision_magic\n%config PyVision.base_url = {server.base_url!r}",
         f"%%pyvision -i {image}\nSix turns please.",
+        f"%%pyvision -i {image}\nWait in the tool.",
+        f"%%pyvision -i {image}\nTalk forever.",
     ])
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -510,8 +599,41 @@ def test_notebook7_shows_the_view_at_full_height_and_keeps_keys_in_the_editor(
         try:
             _run_all(page, f"{url}/notebooks/nb7.ipynb?token={token}")
             view = page.locator(".pyvision-view").first
+            streaming = view.locator(".pyvision-card.pyvision-streaming")
+            streaming.wait_for(timeout=45_000)
+            streaming.locator(".cm-content", has_text="turn 0").wait_for(timeout=20_000)
             view.locator(".pyvision-answer").wait_for(timeout=60_000)
-            cards = view.locator(".pyvision-card")
+
+            # Stop during a tool, then during the model's reply.
+            notebook_cells = page.locator(".jp-Notebook .jp-Cell")
+            slow = notebook_cells.nth(2).locator(".pyvision-view").first
+            slow.locator(".pyvision-running", has_text="running tool").wait_for(timeout=45_000)
+            slow.locator("button.pyvision-stop").click()
+            slow.locator(".pyvision-noanswer").wait_for(timeout=30_000)
+            assert slow.locator(".pyvision-traceback").count() == 0
+            assert "stopped" in slow.locator(".pyvision-card-title").first.inner_text()
+            chatty = notebook_cells.nth(3).locator(".pyvision-view").first
+            chatty.locator(".pyvision-card.pyvision-streaming").wait_for(timeout=45_000)
+            chatty.locator("button.pyvision-stop").click()
+            chatty.locator(".pyvision-noanswer").wait_for(timeout=30_000)
+            assert "stopped" in chatty.locator(".pyvision-status").inner_text()
+
+            thumb = view.locator(".pyvision-header .pyvision-thumb").first
+            small_width = thumb.locator("img").bounding_box()["width"]
+            thumb.click()
+            page.wait_for_timeout(300)
+            large_width = thumb.locator("img").bounding_box()["width"]
+            assert small_width <= 160 and large_width >= 400, (small_width, large_width)
+            thumb.click()
+
+            cards = view.locator(":scope > .pyvision-turns > .pyvision-card")
+            assert cards.count() == 7
+            page.wait_for_function(
+                "el => el.querySelectorAll(':scope > .pyvision-turns > .pyvision-collapsed')"
+                ".length === 7", arg=view.element_handle(), timeout=10_000)
+            summaries = cards.locator(".pyvision-summary").all_inner_texts()
+            assert summaries[-1] == "Answer: done", summaries
+            assert all(line.strip() for line in summaries), summaries
             for index in range(cards.count()):
                 cards.nth(index).locator(".pyvision-card-title").click()
             page.wait_for_timeout(300)
@@ -525,14 +647,49 @@ def test_notebook7_shows_the_view_at_full_height_and_keeps_keys_in_the_editor(
                     out.push(e.className + ' ' + e.clientHeight);
                 } return out; }""")
             assert boxes == [], f"the view sits in an inner scroll box: {boxes}"
+
+            # Editor keys stay in the editor; Ctrl+Enter runs the tool, not the notebook cell.
             count = _cell_count(page)
-            cards.first.locator(".cm-content").click()
+            first = cards.first
+            prompt = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(
+                ".jp-InputPrompt").inner_text()
+            first.locator(".cm-content").click()
             page.keyboard.press("Control+End")
             for key in ["x", "d", "d", "a"]:
                 page.keyboard.press(key)
-            assert _editor_text(cards.first).endswith("xdda")
+            assert _editor_text(first).endswith("xdda")
             assert _cell_count(page) == count
+            _assert_highlighted(first)
+            first.locator(".pyvision-draft-note").wait_for(timeout=5_000)
+            _assert_contrast(page, "Notebook 7, a draft in the editor")
+            page.keyboard.press("Enter")
+            page.keyboard.type("print('nb7 ctrl-enter')")
+            page.keyboard.press("Control+Enter")
+            first.locator(":scope > .pyvision-outputs", has_text="nb7 ctrl-enter").wait_for(
+                timeout=30_000)
+            assert _cell_count(page) == count
+            assert page.locator(".jp-Notebook .jp-Cell").nth(1).locator(
+                ".jp-InputPrompt").inner_text() == prompt
             _shot(page, "notebook7")
+            _assert_contrast(page, "Notebook 7")
+
+            # Copy to cell, then run the new cell.
+            first.locator("button.pyvision-copy").click()
+            first.locator(".pyvision-message", has_text="new cell below").wait_for(timeout=15_000)
+            assert _cell_count(page) == count + 1
+            new = page.locator(".jp-Notebook .jp-Cell").nth(2)
+            new.locator(".jp-InputPrompt").click()
+            page.keyboard.press("Shift+Enter")
+            new.locator(".jp-OutputArea-output", has_text="nb7 ctrl-enter").wait_for(
+                timeout=30_000)
+            assert "Error" not in new.locator(".jp-OutputArea").inner_text()
+
+            # Fork from the last tool: the fork opens below that turn.
+            last = cards.nth(5)
+            last.locator("button.pyvision-fork").click()
+            fork = last.locator(".pyvision-fork-slot .pyvision-view")
+            fork.locator(".pyvision-answer").wait_for(timeout=60_000)
+            assert fork.locator(".pyvision-card.pyvision-inherited").count() == 5
             # Notebook 7.6 itself throws this while it starts, before any output exists.
             errors = [e for e in errors if "reading 'schema'" not in e]
             assert not errors, errors
@@ -585,6 +742,17 @@ def test_a_saved_notebook_reopened_without_its_kernel_shows_the_static_copy_and_
                 assert not view.locator(".pyvision-turns").is_visible()
             page.wait_for_timeout(500)
             assert static.is_visible(), "the static copy must not be hidden without a kernel"
+            # Code and outputs in a fixed-width font (a printed pixel map lines up).
+            fonts = static.evaluate("""s => [...s.querySelectorAll('pre')].map(p =>
+                [getComputedStyle(p).fontFamily, p.getBoundingClientRect().width])""")
+            assert len(fonts) >= 4, fonts
+            assert all(family.rstrip().endswith("monospace") for family, _ in fonts), fonts
+            widths = static.evaluate("""s => { const pre = s.querySelector('pre');
+                const probe = (text) => { const span = document.createElement('span');
+                  span.textContent = text; pre.append(span);
+                  const w = span.getBoundingClientRect().width; span.remove(); return w; };
+                return [probe('iiiiiiiiii'), probe('WWWWWWWWWW')]; }""")
+            assert abs(widths[0] - widths[1]) < 0.5, f"not a fixed-width font: {widths}"
             _shot(page, "lab-saved-dark")
             _assert_contrast(page, "saved copy, dark theme")
         except BaseException:

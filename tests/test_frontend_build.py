@@ -113,3 +113,55 @@ def test_the_build_hook_is_configured_for_wheels():
     assert "pyvision_magic/static/session_view.js" in wheel["artifacts"]
     lock = json.loads((ROOT / "js" / "package-lock.json").read_text())
     assert lock["lockfileVersion"] >= 2
+
+
+def _fresh_checkout(tmp_path: Path) -> Path:
+    """The project's files as git has them (no node_modules, no built bundle)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    source = tmp_path / "checkout"
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    assert not (source / "js" / "node_modules").exists()
+    assert not (source / "pyvision_magic" / "static").exists(), "the bundle is committed"
+    return source
+
+
+def _pip_wheel(source: Path, out: Path, path: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYVISION_SKIP_JS_BUILD"}
+    env.update(PATH=path, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
+                           str(source)], env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("npm") is None,
+                    reason="needs git (to list the checkout) and npm")
+def test_a_wheel_of_a_fresh_checkout_carries_the_bundle_the_hook_built(tmp_path):
+    import zipfile
+
+    source = _fresh_checkout(tmp_path)
+    built = _pip_wheel(source, tmp_path / "wheel", os.environ["PATH"])
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheel").glob("pyvision_magic-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        js = archive.read("pyvision_magic/static/session_view.js").decode()
+        css = archive.read("pyvision_magic/static/session_view.css").decode()
+    assert re.search(r"export\s*\{[^}]*\bas default\b", js) and "cm-editor" in js
+    assert ".pyvision-view" in css
+    assert (source / "js" / "node_modules" / "@codemirror" / "view").is_dir(), "npm ci ran"
+    lock = json.loads((source / "js" / "package-lock.json").read_text())
+    assert lock == json.loads((ROOT / "js" / "package-lock.json").read_text()), \
+        "the build rewrote the lock file"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to list the checkout")
+def test_building_without_node_fails_with_the_one_sentence(tmp_path):
+    source = _fresh_checkout(tmp_path)
+    tools = tmp_path / "bin"  # git but no node or npm on PATH
+    tools.mkdir()
+    built = _pip_wheel(source, tmp_path / "wheel", str(tools))
+    assert built.returncode != 0
+    assert "needs Node.js 18+ with npm: install Node.js" in built.stdout + built.stderr
+    assert not list((tmp_path / "wheel").glob("*.whl"))

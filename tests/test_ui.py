@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import io
+import re
 import time
 
 import pytest
@@ -27,6 +29,7 @@ class RecordingComm:
 
     def __init__(self, *args, **kwargs):
         self.sent: list[tuple[dict, list]] = []
+        self.times: list[float] = []  # when each message went (time.monotonic())
         self.comm_id = kwargs.get("comm_id") or f"comm-{id(self)}"
         self.kernel = object()  # ipywidgets sends only through a comm with a kernel
         self._msg_callback = None
@@ -36,6 +39,7 @@ class RecordingComm:
 
     def send(self, data=None, metadata=None, buffers=None):
         self.sent.append((data, list(buffers or [])))
+        self.times.append(time.monotonic())
 
     def close(self, *args, **kwargs):
         pass
@@ -148,6 +152,8 @@ def test_a_widget_built_from_events_holds_every_part_of_a_session(images):
     assert view.state["status"] == "answered" and view.state["usage"]["total"] == 15
     assert view.state["phase"] == "idle" and not view.running
     assert [x["index"] for x in view.turns] == [0, 1]
+    assert view.turns[1]["answer"] == "2" and view.turns[0]["answer"] is None, \
+        "a turn that only answers is summed up by its answer"
 
 
 def _follow(view, t):
@@ -190,7 +196,6 @@ def test_streamed_text_goes_as_small_appends_at_most_ten_a_second(images):
     t.turns.append(turn)
 
     async def stream():
-        view.turn_start(turn)
         words = ["Let me ", "look ", "closely. " * 20, "\n<code>\n```python\n"]
         words += [f"x{i} = {i}\n" for i in range(60)] + ["```\n</code>"]
         started = time.monotonic()
@@ -201,10 +206,18 @@ def test_streamed_text_goes_as_small_appends_at_most_ten_a_second(images):
         await asyncio.sleep(1.2)  # the last pieces go out on a timer
         return time.monotonic() - started
 
-    before = len(_custom(view))
+    view.turn_start(turn)
+    before = len(view.comm.sent)
     seconds = asyncio.run(stream())
-    deltas = [m for m in _custom(view)[before:] if m["type"] == "delta"]
+    sent = list(zip(view.comm.sent, view.comm.times))[before:]
+    timed = [(data["content"], at) for (data, _), at in sent
+             if data.get("method") == "custom" and data["content"]["type"] == "delta"]
+    deltas = [content for content, _ in timed]
     assert 2 <= len(deltas) <= 10 * seconds + 1
+    gaps = [b - a for (_, a), (_, b) in zip(timed, timed[1:])]
+    assert min(gaps) >= 0.1 - 1e-3, f"two deltas within 0.1 s: {gaps}"
+    assert not [data for (data, _), _ in sent if data.get("method") == "update"
+                and "turns" in data.get("state", {})], "no whole-turn redraw while it streams"
     prose, code = "", ""
     for delta in deltas:
         prose = delta["prose"] if delta["reset"] else prose + delta["prose"]
@@ -213,6 +226,29 @@ def test_streamed_text_goes_as_small_appends_at_most_ten_a_second(images):
     assert code == "".join(f"x{i} = {i}\n" for i in range(60)).rstrip("\n") or \
         code == "".join(f"x{i} = {i}\n" for i in range(60))
     assert deltas[-1]["tokens"] > 100, "a live token estimate rides along"
+
+
+def test_a_reply_cut_by_stop_keeps_its_token_estimate(images):
+    view = SessionWidget("q", images, "m")
+    t = Transcript(question="q", model="m", images=images)
+    _follow(view, t)
+    view.status(t)
+    turn = Turn(index=0, text="")
+    t.turns.append(turn)
+    view.turn_start(turn)
+    for _ in range(50):
+        turn.text += "and so on "
+        view.text_delta(turn, "and so on ")
+    t.status, turn.note = "stopped", "Stopped while the model was answering."
+    view.status(t)
+    assert t.usage.total_tokens == 0, "the endpoint counted nothing for the cut reply"
+    assert view.state["status"] == "stopped" and view.state["live_tokens"] == 125
+    assert view.state["phase"] == "idle"
+    t2 = Transcript(question="q", model="m", images=images, status="answered", answer="1",
+                    turns=[Turn(index=0, text="<answer>1</answer>", answer="1")])
+    finished = SessionWidget("q", images, "m")
+    finished.show_transcript(t2)
+    assert finished.state["live_tokens"] == 0
 
 
 def test_a_saved_transcript_is_drawn_at_once_and_its_text_form_is_one_line(images):
@@ -472,3 +508,157 @@ def test_edit_bookkeeping_drafts_originals_and_what_turns_stale():
     assert log.outputs_shown(0, "a = 1", "ok", [{"text": "out 0"}], rerun=True)
     assert not log.fields(0)["edited"] and log.first_edited() is None
     assert [log.fields(i)["stale"] for i in range(3)] == [None, None, None]
+
+
+def test_a_real_traceback_loses_the_hidden_cell_numbers_and_fork_from_code_shows_below(
+        workspace, make_chat_server, images, no_openai_env):
+    server = make_chat_server([
+        code_reply("def area(side):\n    return side / 0\n\nprint(area(3))"),
+        "<answer>none</answer>",
+        # the fork from turn 1, made from code:
+        "<answer>9</answer>",
+    ])
+    handle = _handle(workspace, server, images)
+    _run(workspace, handle)
+    (error,) = [o for o in handle.view.turns[0]["outputs"] if o["kind"] == "error"]
+    assert error["ename"] == "ZeroDivisionError"
+    raw = handle.transcript.turns[0].outputs[-1].text
+    assert "Cell In[" in raw or "ipython-input" in raw, "the kernel numbers its cells"
+    assert "Cell In[" not in error["traceback"] and "ipython-input" not in error["traceback"]
+    assert "\x1b[" not in error["traceback"]
+    assert "tool code, line 4" in error["traceback"] and "tool code, line 2" in error["traceback"]
+
+    fork = handle.fork(0, "print(3 * 3)")  # the notebook's API, as the Fork button's
+    assert fork.answer == "9" and fork.view.header["fork_of"] == {"turn": 0}
+    assert handle.view.forks == [{"turn": 0, "ref": f"anywidget:{fork.view.model_id}"}]
+
+
+def test_the_view_takes_every_colour_from_the_theme_variables():
+    """Colours in the view's CSS are only fallbacks of JupyterLab's variables."""
+    from pathlib import Path
+
+    css = (Path(__file__).resolve().parents[1] / "js" / "src" / "style.css").read_text()
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
+    literal = re.compile(r"#[0-9a-fA-F]{3,8}\b|\b(?:rgba?|hsla?|hwb|lab|lch|oklch)\(")
+    bare = []
+    for found in literal.finditer(css):
+        start = max(css.rfind(";", 0, found.start()), css.rfind("{", 0, found.start())) + 1
+        # The functions still open at the literal: it must be inside a var(--jp-..., ...).
+        opened: list[str] = []
+        for name, paren in re.findall(r"([\w-]*)(\(|\))", css[start:found.start()]):
+            if paren == "(":
+                opened.append(name)
+            elif opened:
+                opened.pop()
+        if "var" not in opened:
+            bare.append(css[start:found.end()].strip())
+    assert literal.search(css), "the check found no colour at all"
+    assert bare == [], f"colours that no theme can change: {bare}"
+    editor = (Path(__file__).resolve().parents[1] / "js" / "src" / "editor.js").read_text()
+    assert not literal.search(editor), "the editor's theme sets a colour of its own"
+
+
+def test_a_saved_notebook_has_a_one_line_text_form_and_a_monospace_static_copy_built_once(
+        make_chat_server, image_path, tmp_path, monkeypatch):
+    """nbclient runs a real notebook; what it saves is what a viewer without a kernel gets."""
+    import os
+    from html.parser import HTMLParser
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    project = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [project,
+                                                                    os.environ.get("PYTHONPATH")])))
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PYVISION_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    server = make_chat_server([
+        code_reply("print('rows', np.asarray(image_clue_0).shape[0])"),
+        code_reply("plt.imshow(np.asarray(image_clue_0)); plt.show()"),
+        code_reply("print(1 / 0)"),
+        "<answer>2</answer>",
+    ])
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in [
+        f"%load_ext pyvision_magic\n%config PyVision.base_url = {server.base_url!r}\n"
+        # Count the static copies the cell builds (the old view built two, ~4 s each).
+        "import pyvision_magic._display as _display\n_built = []\n_render = _display.render_html\n"
+        "_display.render_html = lambda *a, **k: _built.append(1) or _render(*a, **k)",
+        f"%%pyvision -i {image_path}\nHow many squares?",
+        "print('static copies built:', len(_built))",
+    ]]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbformat.write(nb, str(tmp_path / "saved.ipynb"))
+    nb = nbformat.read(str(tmp_path / "saved.ipynb"), as_version=4)
+
+    outputs = nb.cells[1].outputs
+    (view,) = [o for o in outputs
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    text = view["data"]["text/plain"]
+    assert "\n" not in text.strip() and "%pyvision load" in text, text
+    (static,) = [o for o in outputs if "pyvision" in o.get("metadata", {})]
+    assert "static copies built: 1\n" in "".join(o.get("text", "") for o in nb.cells[2].outputs)
+
+    class Blocks(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.pre: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "pre":
+                self.pre.append(dict(attrs).get("style", ""))
+
+    blocks = Blocks()
+    blocks.feed(static["data"]["text/html"])
+    # Three tools and their outputs (stdout, the traceback): each a <pre>.
+    assert len(blocks.pre) >= 5, blocks.pre
+    for style in blocks.pre:
+        family = re.search(r"font-family:([^;]*)", style)
+        assert family and family.group(1).strip().endswith("monospace"), style
+    saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert all("buffers" not in model for model in saved.values()), \
+        "images are not saved a second time in the widget state"
+    names = sorted(model["model_name"] for model in saved.values())
+    assert names == ["AnyModel", "LayoutModel"], f"one widget model for four turns: {names}"
+
+    # nbconvert's HTML of the notebook as JupyterLab saves it (no widget state): the one
+    # line, then the saved copy; no widget repr.
+    from nbconvert import HTMLExporter
+
+    del nb.metadata["widgets"]
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert page.count(html.escape(text.strip(), quote=False)) == 1
+    assert page.count("saved copy of a pyvision session") == 1
+    assert "SessionWidget(" not in page and "SessionView(" not in page
+
+
+def test_the_session_imports_no_view_code():
+    """The Session only emits events; the widget observes them (never the other way)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pyvision_magic._session; "
+            "print([m for m in ('pyvision_magic.ui', 'anywidget', 'ipywidgets', 'comm') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_without_a_built_front_end_sessions_fall_back_to_the_static_copy_said_once(
+        workspace, monkeypatch, tmp_path, capsys):
+    from pyvision_magic.ui import _widget
+
+    assert _widget.bundle_problem() is None, "this checkout's front end is built"
+    assert not workspace.static_only()
+    monkeypatch.setattr(_widget, "_ESM", tmp_path / "session_view.js")  # a checkout never built
+    problem = _widget.bundle_problem()
+    assert problem.startswith("the notebook front end of pyvision_magic is not built")
+    assert "pip install -e ." in problem and "Node.js" in problem
+    assert workspace.static_only() and workspace.static_only()
+    err = capsys.readouterr().err
+    assert err.count("front end of pyvision_magic is not built") == 1
+    assert err.strip().count("\n") == 0 and err.strip().endswith("shown instead.")

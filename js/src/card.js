@@ -14,10 +14,14 @@ const EXEC_WORDS = {
   stopped: "stopped",
 };
 
-function summaryOf(prose, code) {
+// The line a folded turn shows: its first words, else its code's first line, else
+// (a turn that only answers) the answer.
+function summaryOf(prose, code, answer) {
   const pick = (text) => (text || "").split("\n").map((l) => l.trim())
     .find((l) => l && !/^(```|~~~)/.test(l)) || "";
-  let line = pick(prose).replace(/[*`#>]+/g, "").trim() || pick(code);
+  const plain = (text) => pick(text).replace(/[*`#>]+/g, "").trim();
+  let line = plain(prose) || pick(code);
+  if (!line && answer) line = `Answer: ${plain(answer)}`;
   if (line.length > 90) line = `${line.slice(0, 89)}…`;
   return line;
 }
@@ -141,7 +145,7 @@ export class Card {
     show(this.exec, Boolean(exec));
     this.exec.className = `pyvision-exec pyvision-exec-${turn.streaming ? "streaming" : turn.exec_status || "none"}`;
     show(this.badge, Boolean(turn.edited));
-    setText(this.summary, summaryOf(this.prose, this.code));
+    setText(this.summary, summaryOf(this.prose, this.code, this.turn?.answer));
     const tip = [];
     if (turn.model_seconds) tip.push(`model ${Number(turn.model_seconds).toFixed(1)} s`);
     if (turn.tokens) tip.push(`${turn.tokens} tokens`);
@@ -206,7 +210,7 @@ export class Card {
       this.dirty = false;
       show(this.editorBox, true);
     }
-    setText(this.summary, summaryOf(this.prose, this.code));
+    setText(this.summary, summaryOf(this.prose, this.code, this.turn?.answer));
   }
 
   // -- the user --------------------------------------------------------------------

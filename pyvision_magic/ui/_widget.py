@@ -419,8 +419,10 @@ class SessionWidget(anywidget.AnyWidget):
                                                        transcript.error)
             self._usage = transcript.usage
             if not self.running:
+                # A reply cut by Stop has no usage from the endpoint: keep its estimate.
+                cut = sum(stream.tokens for stream in self._streams.values())
                 self._flush_streams()
-                self._live_tokens = 0
+                self._live_tokens = cut
                 self._set_phase("idle", None)
             self._refresh_all_turns()
 
@@ -496,6 +498,7 @@ class SessionWidget(anywidget.AnyWidget):
         message, error = self._messages.get(turn.index, ("", False))
         return {
             "index": turn.index, "prose": prose(turn.text, turn.code), "code": turn.code,
+            "answer": turn.answer,
             "streaming": False, "exec_status": turn.exec_status, "note": turn.note,
             "seconds": round(turn.exec_seconds, 2), "model_seconds": round(turn.model_seconds, 2),
             "tokens": turn.usage.total_tokens, "outputs": outputs,
