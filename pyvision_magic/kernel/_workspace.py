@@ -7,11 +7,7 @@ directory.
 Every folder this process makes for kernels lives under one per-process folder,
 ``$TMPDIR/pyvision-<pid>-XXXX`` (:func:`process_root`): it is removed at exit,
 and a folder left by a process that was killed (a notebook kernel stopped by
-SIGKILL) is removed by the next process that makes one. A kernel's sockets are
-files in there, and a socket's path holds at most 103 bytes on macOS (107 on
-Linux): when ``$TMPDIR`` is too long for that (macOS's ``/var/folders/...`` is),
-the folder goes to ``$XDG_RUNTIME_DIR`` or ``/tmp`` instead, private to the user
-as in ``$TMPDIR``.
+SIGKILL) is removed by the next process that makes one.
 """
 
 from __future__ import annotations
@@ -43,41 +39,20 @@ _ROOT_LOCK = threading.Lock()
 _ROOT_PREFIX = "pyvision-"
 
 
-# The longest socket path macOS takes (104 bytes with the final NUL; Linux: 108).
-_SOCKET_PATH_MAX = 103
-# What follows the root in a kernel's socket path: /k-XXXXXXXX/<uuid hex>/kernel-N.
-_BELOW_ROOT = len("/k-XXXXXXXX/") + 32 + len("/kernel-99")
-
-
 def process_root() -> str:
     """This process's folder for kernel folders (made on first use)."""
     with _ROOT_LOCK:
         root = _ROOT.get("path")
         if root is None or _ROOT.get("pid") != str(os.getpid()):
-            prefix = f"{_ROOT_PREFIX}{os.getpid()}-"
-            parent = _root_parent(prefix)
-            _sweep_stale_roots(parent)
-            root = tempfile.mkdtemp(prefix=prefix, dir=parent)
+            _sweep_stale_roots()
+            root = tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-")
             _ROOT.update(path=root, pid=str(os.getpid()))
         return root
 
 
-def _root_parent(prefix: str) -> str:
-    """The temp folder, or a shorter one when a kernel's socket paths would not fit in it."""
-    temp = tempfile.gettempdir()
-    for parent in (temp, os.environ.get("XDG_RUNTIME_DIR"), "/tmp"):
-        # mkdtemp adds 8 characters to the prefix.
-        fits = parent and len(os.path.join(parent, prefix)) + 8 + _BELOW_ROOT <= _SOCKET_PATH_MAX
-        if fits and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK):
-            return parent
-    return temp  # nothing shorter: the kernel's launch says the path is too long
-
-
-def _sweep_stale_roots(parent: str | None = None) -> None:
-    """Remove the folders of processes of this user that ended without cleaning up
-    (in ``parent``, by default where this process puts its own)."""
-    parent = parent or _root_parent(f"{_ROOT_PREFIX}{os.getpid()}-")
-    for path in glob.glob(os.path.join(parent, f"{_ROOT_PREFIX}*-*")):
+def _sweep_stale_roots() -> None:
+    """Remove the folders of processes of this user that ended without cleaning up."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{_ROOT_PREFIX}*-*")):
         pid = os.path.basename(path)[len(_ROOT_PREFIX):].partition("-")[0]
         try:
             mine = os.stat(path).st_uid == os.getuid()
