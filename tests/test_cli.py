@@ -283,6 +283,7 @@ def test_demo_replay_prints_question_image_and_next_steps(no_openai_env, capsys)
     assert out.splitlines()[-1] == "24"
     next_steps = lines[-1]
     assert next_steps.startswith("Next: set OPENAI_API_KEY (or pass --base-url URL) to ask your")
+    assert [line for line in lines if line.startswith("Next")] == [next_steps]  # one line
     for hint in ("--save run.json", "%load_ext pyvision_magic", "notebooks/quickstart.ipynb"):
         assert hint in next_steps
 

@@ -169,6 +169,27 @@ def test_the_announced_wait_is_the_wait(chat_server, image_path, capsys, no_open
     assert 0.95 <= second.received_at - first.finished_at < 3
 
 
+def test_the_retry_line_is_on_screen_while_it_waits(chat_server, image_path, no_openai_env):
+    """As a user's terminal sees it: the line comes when the wait starts, not after it."""
+    import threading
+    import time
+
+    chat_server.script = [HTTPError(503, "busy", headers={"retry-after": "2"}), "<answer>ok</answer>"]
+    argv = [sys.executable, "-m", "pyvision_magic", *ask(chat_server, image_path, "Q?")]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, "OPENAI_API_KEY": "test-key"}) as proc:
+        seen: list[tuple[float, str]] = []
+        reader = threading.Thread(target=lambda: seen.extend(
+            (time.monotonic(), line.decode()) for line in proc.stderr), daemon=True)
+        reader.start()
+        assert proc.wait(timeout=120) == cli.EXIT_ANSWERED
+        reader.join(timeout=30)
+    [(shown_at, _)] = [(at, line) for at, line in seen if RETRY_LINE.match(line.rstrip("\n"))]
+    first, second = chat_server.chat_requests
+    assert first.finished_at <= shown_at < second.received_at - 1.5, \
+        f"the retry line came {second.received_at - shown_at:.2f} s before the retry, not ~2 s"
+
+
 def test_an_endpoint_that_keeps_failing_gets_four_retries_then_exit_3(chat_server, image_path,
                                                                       capsys, no_openai_env):
     chat_server.script = [HTTPError(502, "bad gateway")] * 5

@@ -60,6 +60,7 @@ def _png_bytes(color="red", size=(30, 20)) -> bytes:
     ("--replay /no/such.json", "x", "Transcript file not found"),
     ("--replay {bad_json}", "x", "is not a valid pyvision transcript"),
     ("--replay {good_json} -i img", "x", "--replay takes the images from the saved session"),
+    ("--replay gallery:nope", "x", "gallery:basic_crop_zoom"),  # the shipped names are listed
     ("-i img --model m", "q", "OPENAI_API_KEY"),
     ("-i img --prompt-profile qwen", "q", "Unknown prompt profile 'qwen'; use one of: default, "
      "pyvision-format."),

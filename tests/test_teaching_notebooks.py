@@ -4,13 +4,16 @@ nbclient executes ``notebooks/quickstart.ipynb`` and ``notebooks/tool_gallery.ip
 in a real kernel whose environment has no ``OPENAI_*`` settings, so every
 ``%%pyvision`` cell replays a shipped session while its tools run for real in
 child kernels. The checks read the cells' outputs: each session must reach its
-expected answer, and no cell may fail or print a usage error.
+expected answer, and no cell may fail or print a usage error. What the quickstart
+writes must be git-ignored where it ships, and the gallery must say which part of
+Tesseract (the program, its Python wrapper) is missing.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,20 @@ def test_quickstart_replays_edits_forks_saves_and_exports(tmp_path: Path) -> Non
     assert (tmp_path / "pyvision_outputs" / "coins_session.json").is_file()
     assert (tmp_path / "pyvision_outputs" / "coins_session.ipynb").is_file()
     assert any((tmp_path / "pyvision_outputs" / "coins_session_images").iterdir())
+    # Run where it ships (notebooks/), it must leave git nothing new to show.
+    written = [f"notebooks/{p.relative_to(tmp_path).as_posix()}" for p in tmp_path.rglob("*")
+               if p.is_file() and p.name != "quickstart.ipynb"]
+    assert written and git_ignores(written) == written
+
+
+def git_ignores(paths: list[str]) -> list[str]:
+    """Which of ``paths`` (relative to the checkout) its .gitignore files ignore."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--stdin"], input="\n".join(paths),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 1), done.stderr
+    return done.stdout.splitlines()
 
 
 def test_tool_gallery_reaches_every_answer(tmp_path: Path) -> None:
@@ -101,6 +118,49 @@ def test_tool_gallery_reaches_every_answer(tmp_path: Path) -> None:
             continue  # the notebook says it skipped the OCR session; CI must run it
         assert line in out, f"{session.name}: {line!r} not in\n{out[-2000:]}"
         assert f"Answer: {session.answer}" in out
+
+
+def test_tool_gallery_says_which_part_of_tesseract_is_missing(tmp_path: Path) -> None:
+    """The gallery's first cell, in a real kernel, with the program and the wrapper each
+    present or not: a fake ``tesseract`` on PATH, an empty ``pytesseract`` module."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    gallery = nbformat.read(NOTEBOOKS / "tool_gallery.ipynb", as_version=4)
+    check = next(c.source for c in gallery.cells if c.cell_type == "code")
+    # Only the check: the extension (its kernel pool) has no part in it.
+    check = check.replace("%load_ext pyvision_magic\n", "")
+    assert "HAVE_TESSERACT" in check
+    program = tmp_path / "bin" / "tesseract"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\nexit 1\n")
+    program.chmod(0o755)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "pytesseract.py").write_text("")
+    # PATH without any real tesseract, so that only the fake one can be found.
+    bare_path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                                if d and not (Path(d) / "tesseract").exists())
+    cases = {
+        (True, True): "Tesseract OCR available.",
+        (True, False): "Tesseract OCR missing: its Python wrapper (pip install pytesseract)",
+        (False, True): "Tesseract OCR missing: the tesseract program (apt-get install tesseract-ocr)",
+        (False, False): "Tesseract OCR missing: the tesseract program (apt-get install "
+                        "tesseract-ocr) and its Python wrapper (pip install pytesseract)",
+    }
+    nb = nbformat.v4.new_notebook()
+    for has_program, has_wrapper in cases:
+        path = os.pathsep.join([str(program.parent), bare_path] if has_program else [bare_path])
+        setup = (f"import os, sys\nos.environ['PATH'] = {path!r}\n"
+                 f"sys.modules.pop('pytesseract', None)\nsys.path[:] = [p for p in sys.path "
+                 f"if p != {str(tmp_path / 'lib')!r}]\n")
+        setup += (f"sys.path.insert(0, {str(tmp_path / 'lib')!r})" if has_wrapper
+                  else "sys.modules['pytesseract'] = None  # find_spec says: not installed")
+        nb.cells += [nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(check)]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute(env=kernel_environment())
+    assert_clean(nb)
+    shown = [text.strip() for text in texts(nb)[1::2]]
+    assert shown == list(cases.values())
 
 
 @pytest.mark.parametrize("name", ["quickstart.ipynb", "tool_gallery.ipynb"])

@@ -46,6 +46,22 @@ def test_the_package_needs_no_test_framework_and_nothing_outside_the_standard_li
     assert not foreign, f"pyvision_magic.testing imported modules outside the standard library: {foreign}"
 
 
+def test_tests_keep_only_fixtures_around_the_packaged_server():
+    """tests/chat_server.py wraps the package's server in fixtures and holds no server of its own."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parent / "chat_server.py").read_text(encoding="utf-8"))
+    defined = [node for node in tree.body
+               if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+    not_fixtures = [node.name for node in defined
+                    if isinstance(node, ast.ClassDef)
+                    or not any(ast.unparse(d) == "pytest.fixture" for d in node.decorator_list)]
+    assert defined and not_fixtures == [], f"tests/chat_server.py defines more than fixtures: {not_fixtures}"
+    served = {alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+              and node.module == "pyvision_magic.testing" for alias in node.names}
+    assert "ChatServer" in served
+
+
 def test_code_reply_is_a_tool_reply_in_the_format_the_prompt_asks_for():
     reply = code_reply("print(1)", "Counting.")
     assert reply == "Counting.\n<code>\n```python\nprint(1)\n```\n</code>"
