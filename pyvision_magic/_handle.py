@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._console import plural
 from ._errors import ConfigError
 from ._runner import LoopThread
 from ._transcript import Transcript, Turn
@@ -214,8 +215,8 @@ class SessionHandle:
 
     def __repr__(self) -> str:
         answer = f", answer={self.answer!r}" if self.answer is not None else ""
-        return (f"<pyvision session {self.id}: {self.status}, {len(self.transcript.turns)} "
-                f"turn(s){answer}>")
+        return (f"<pyvision session {self.id}: {self.status}, "
+                f"{plural(len(self.transcript.turns), 'turn')}{answer}>")
 
     # -- running ---------------------------------------------------------------
 

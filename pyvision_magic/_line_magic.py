@@ -11,6 +11,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
+from ._console import plural
 from ._errors import ConfigError, PyVisionError
 from ._transcript import Transcript
 
@@ -103,7 +104,7 @@ def _kernels(magics: Any, rest: list[str]) -> None:
         fork = f" (fork of {h.fork_of[0].id} at turn {h.fork_of[1] + 1})" if h.fork_of else ""
         question = h.transcript.question.replace("\n", " ")
         question = question if len(question) <= 50 else question[:47] + "..."
-        print(f"  {h.id:>3}  {h.status:<9} {len(h.transcript.turns):>2} turn(s)  {state:<16}"
+        print(f"  {h.id:>3}  {h.status:<9} {plural(len(h.transcript.turns), 'turn'):>8}  {state:<16}"
               f" {question}{fork}")
 
 

@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ._console import plural
 from ._thumbs import thumbnail
 from ._transcript import Transcript
 
@@ -213,9 +214,9 @@ def _session_html(t: Transcript, title: str = "") -> str:
     u = t.usage
     head = (f"<div style='font-size:13px;color:#57606a'>{html.escape(title)}"
             f"pyvision · model <code>{html.escape(t.model)}</code> · "
-            f"{html.escape(_STATUS_TEXT.get(t.status, t.status))} · {len(t.turns)} turn(s) · "
-            f"{u.total_tokens} tokens"
-            + (f" ({u.cached_tokens} cached)" if u.cached_tokens else "") + "</div>")
+            f"{html.escape(_STATUS_TEXT.get(t.status, t.status))} · {plural(len(t.turns), 'turn')} · "
+            f"{plural(u.total_tokens, 'token')}"
+            + (f" ({u.cached_tokens:,} cached)" if u.cached_tokens else "") + "</div>")
     question = f"<div style='font-size:15px;margin:6px 0'><b>Q:</b> {html.escape(t.question)}</div>"
     images = "".join(_img(im.data, im.name) for im in t.images)
     # Each input clip as its sampled frames (the clip itself is never stored).
@@ -261,7 +262,7 @@ def render_text(transcript: Transcript) -> str:
     """A few lines for plain-text viewers: question, how it ended, the answer."""
     t = transcript
     lines = [f"pyvision: {t.question}", f"{_STATUS_TEXT.get(t.status, t.status)} after "
-             f"{len(t.turns)} turn(s) with {t.model}"]
+             f"{plural(len(t.turns), 'turn')} with {t.model}"]
     if t.answer is not None:
         lines.append(f"Answer: {t.answer}")
     if t.error:

@@ -309,9 +309,12 @@ def _live_reasons(args: argparse.Namespace) -> list[str]:
 def _next_steps(args: argparse.Namespace, live: bool) -> str:
     steps = (['pyvision ask -i YOUR_IMAGE "your question" asks about your own image'] if live
              else [f"set {args.api_key_env} (or pass --base-url URL) to ask your own model"])
+    if not args.save_images:
+        steps.append("add --save-images DIR to look at the images the tools made")
     if not args.save:
         steps.append("add --save run.json to keep a session")
-    steps.append("in Jupyter, %load_ext pyvision_magic (see notebooks/quickstart.ipynb)")
+    steps.append("in Jupyter, %load_ext pyvision_magic then a %%pyvision -i IMAGE cell with "
+                 "your question (walk-through: notebooks/quickstart.ipynb in the source)")
     return "Next: " + "; ".join(steps) + ".\n"
 
 

@@ -284,7 +284,8 @@ def test_demo_replay_prints_question_image_and_next_steps(no_openai_env, capsys)
     next_steps = lines[-1]
     assert next_steps.startswith("Next: set OPENAI_API_KEY (or pass --base-url URL) to ask your")
     assert [line for line in lines if line.startswith("Next")] == [next_steps]  # one line
-    for hint in ("--save run.json", "%load_ext pyvision_magic", "notebooks/quickstart.ipynb"):
+    for hint in ("--save run.json", "--save-images DIR", "%load_ext pyvision_magic",
+                 "%%pyvision -i IMAGE", "notebooks/quickstart.ipynb"):
         assert hint in next_steps
 
 
@@ -300,6 +301,7 @@ def test_demo_with_a_key_says_it_goes_live_first(endpoint, capsys):
     assert lines[1] == "Question: How many coins are in this photo?"
     assert lines[-1].startswith('Next: pyvision ask -i YOUR_IMAGE "your question"')
     assert "--save run.json" not in lines[-1]  # it was given
+    assert "--save-images DIR" in lines[-1]
 
 
 def test_demo_live_from_the_environment_names_the_variable(endpoint, monkeypatch, capsys):

@@ -179,7 +179,7 @@ def test_token_budget_stops_cleanly_and_resume_finishes(make_chat_server, env, i
     args = eval_args(server, tasks, out, "--concurrency", "1")
     assert main(args + ["--token-budget", "450"]) == 1
     err = capsys.readouterr().err
-    assert "Token budget of 450 reached (500 used); 3 task(s) not run" in err
+    assert "Token budget of 450 reached (500 used); 3 tasks not run" in err
     assert [r["id"] for r in records(out)] == ["t0", "t1"]
     # The folder's budget is spent: the same command runs nothing more.
     before = len(server.chat_requests)

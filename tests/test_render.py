@@ -128,7 +128,9 @@ def test_forks_and_plain_text():
     html = render_html(t, forks=[(1, fork)])
     assert "Fork from turn 2" in html and "43" in html
     assert render_text(t).splitlines() == ["pyvision: What is <this>?",
-                                           "answered after 2 turn(s) with m", "Answer: **42**"]
+                                           "answered after 2 turns with m", "Answer: **42**"]
+    assert render_text(_session(1)).splitlines()[1] == "answered after 1 turn with m"
+    assert " · 1 turn · 3 tokens</div>" in render_html(_session(1), uid="a")
     stopped = Transcript(question="q", model="m", status="error", error="endpoint down")
     assert "No answer" in render_html(stopped) and "endpoint down" in render_html(stopped)
 
@@ -137,4 +139,4 @@ def test_the_static_header_gives_the_cached_tokens_when_there_are_some():
     t = _session(1)
     assert "3 tokens</div>" in render_html(t, uid="a")
     t.usage = Usage(2000, 30, 2030, cached_tokens=1536)
-    assert "2030 tokens (1536 cached)</div>" in render_html(t, uid="a")
+    assert "2,030 tokens (1,536 cached)</div>" in render_html(t, uid="a")

@@ -20,6 +20,7 @@ import signal
 import sys
 from typing import Any
 
+from .._console import plural
 from .._errors import ConfigError
 from ..cli import add_prompt_options, make_model
 from ..cli import positive_int as _count
@@ -132,7 +133,7 @@ class Progress:
 
     def start(self, total: int, skipped: int) -> None:
         if skipped:
-            self.stream.write(f"resuming: {skipped} finished task(s) skipped\n")
+            self.stream.write(f"resuming: {plural(skipped, 'finished task')} skipped\n")
         try:
             from tqdm import tqdm
         except ImportError:  # a plain counter when tqdm is missing

@@ -30,6 +30,7 @@ from jupyter_core.utils import run_sync
 from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
+from .._console import plural
 from .._errors import ConfigError, ModelAuthError, ModelError, ModelNotFoundError
 from .._model import DeltaCallback, Model, ModelReply
 from .._records import Usage
@@ -256,10 +257,10 @@ class EvalRunner(LoggingConfigurable):
         summary.stopped = self._stop_reason if summary.remaining else None
         if summary.stopped == "budget":
             summary.message = (f"Token budget of {self.token_budget} reached ({self._tokens} used); "
-                               f"{summary.remaining} task(s) not run: rerun with a larger --token-budget "
+                               f"{plural(summary.remaining, 'task')} not run: rerun with a larger --token-budget "
                                "to finish them.")
         elif summary.stopped:
-            summary.message = f"Stopped; {summary.remaining} task(s) not run: rerun the same command to finish."
+            summary.message = f"Stopped; {plural(summary.remaining, 'task')} not run: rerun the same command to finish."
         return summary
 
     run = run_sync(_async_run)
