@@ -60,6 +60,16 @@ class Gateway:
     ca: str | None = None
     #: The gateway's working folder, where it starts its kernels.
     folder: str = ""
+    #: Where the gateway writes its log.
+    log_path: str = ""
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the gateway's log, for a failing test's message."""
+        try:
+            with open(self.log_path, "rb") as log:
+                return log.read()[-chars:].decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
 
     def request(self, method: str, path: str, token: str | None = None) -> object:
         request = urllib.request.Request(
@@ -111,7 +121,7 @@ def running_gateway(*, token: str = TOKEN, extra: Sequence[str] = (),
                                stdin=subprocess.DEVNULL, cwd=folder)
     scheme = "https" if tls_ca else "http"
     gateway = Gateway(f"{scheme}://127.0.0.1:{port}", token, process, namespaced, tls_ca,
-                      folder)
+                      folder, log.name)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -202,6 +202,36 @@ def test_the_folder_of_a_killed_kernel_goes_when_the_next_one_starts(loop, gatew
     assert not os.path.exists(os.path.join(tempfile.gettempdir(), first))
 
 
+def test_a_socket_closed_while_the_kernel_starts_is_opened_again(loop, gateway, monkeypatch):
+    """The gateway may drop the WebSocket of a kernel it is still starting: the
+    connection is made again while the kernel exists; a socket that keeps closing
+    is one sentence."""
+    from pyvision_magic.kernel._gateway_api import GatewayAPI
+
+    real_connect = GatewayAPI.connect
+    closes = {"left": 2}
+
+    async def flaky_connect(self, kernel_id):
+        channels = await real_connect(self, kernel_id)
+        if closes["left"] > 0:
+            closes["left"] -= 1
+            await channels.close()
+        return channels
+
+    monkeypatch.setattr(GatewayAPI, "connect", flaky_connect)
+
+    async def go() -> str:
+        async with gateway_kernel(gateway) as kernel:
+            return text_of(await kernel.execute("print(6 * 7)"))
+
+    assert loop.run(go()) == "42\n" and closes["left"] == 0
+    closes["left"] = 100
+    with pytest.raises(KernelStartError, match="closed the connection to its kernel while it "
+                                               "was starting"):
+        loop.run(go())
+    assert closes["left"] == 96  # the first connection and three more
+
+
 def test_no_secret_reaches_the_gateway_kernel(loop, gateway, monkeypatch):
     secret = "sk-attack-7d1e0c3b9a"
     monkeypatch.setenv("OPENAI_API_KEY", secret)

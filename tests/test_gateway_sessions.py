@@ -131,7 +131,8 @@ def _pool_on_the_gateway(shell, make_chat_server, gateway, image_path):
     server = make_chat_server([code_reply(TOOL), "<answer>4</answer>"])
     shell.run_cell_magic("pyvision", f"-i {image_path} --base-url {server.base_url} -o r", "q")
     r = shell.user_ns["r"]
-    assert r.answer == "4" and type(r.kernel).__name__ == "GatewayKernel"
+    assert r.answer == "4", f"{r.transcript.error}; the gateway's log:\n{gateway.log_tail()}"
+    assert type(r.kernel).__name__ == "GatewayKernel"
     assert r.transcript.turns[0].outputs[0].text == "where on-the-gateway (120, 80)\n"
     pool = shell.magics_manager.registry["PyVisionMagics"].workspace._pool
     assert pool.gateway_url == gateway.url

@@ -109,7 +109,11 @@ def test_processes_left_running_are_stopped_and_reported(loop, kernel):  # noqa:
             f"shell = subprocess.Popen(['sh', '-c', 'sleep 30; echo {LATE}'])\n"
             "daemon = subprocess.Popen(['sh', '-c', 'sleep 60 & echo $!'], stdout=subprocess.PIPE,"
             " start_new_session=True)\n"
-            "print(shell.pid, int(daemon.stdout.readline()))")
+            "orphan = int(daemon.stdout.readline())\n"
+            # That sh exits right after its echo; under load it may not have yet, and
+            # would be counted. Waiting makes the count the same on any machine.
+            "daemon.wait()\n"
+            "print(shell.pid, orphan)")
     result = run(loop, kernel, code)
     assert result.status == "ok", text_of(result)
     shell_pid, orphan_pid = map(int, text_of(result).split("\n")[0].split())

@@ -257,6 +257,14 @@ class KernelChannels:
             self.shell.put_nowait(None)
             self.iopub.put_nowait(None)
 
+    def why_closed(self) -> str:
+        """The WebSocket's close code and reason, as a clause, or "" if none was given."""
+        code = getattr(self._connection, "close_code", None)
+        reason = getattr(self._connection, "close_reason", None)
+        if code is None:
+            return ""
+        return f" (WebSocket closed with code {code}{': ' + reason if reason else ''})"
+
     def send(self, msg_type: str, content: dict[str, Any], channel: str = "shell") -> str:
         """Send a request; returns its msg_id, which the replies carry as parent."""
         if self.closed:
@@ -298,3 +306,7 @@ class KernelChannels:
             await self._reader
         except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
             pass
+        if not self.closed:  # cancelled before it ran: its clean-up never did
+            self.closed = True
+            self.shell.put_nowait(None)
+            self.iopub.put_nowait(None)

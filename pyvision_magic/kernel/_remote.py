@@ -102,12 +102,31 @@ class RemoteKernel:
     async def _start(self, startup_timeout: float, config: dict[str, Any]) -> None:
         self.channels = await self.api.connect(self.kernel_id)
         deadline = time.monotonic() + startup_timeout
+        reconnects = 0
         while True:  # a request sent before the kernel listens may be lost: ask again
-            if time.monotonic() >= deadline or self.channels.closed or self._stopped():
+            if self._stopped():
+                raise KernelStartError("The kernel was shut down while it was starting.")
+            if time.monotonic() >= deadline:
                 raise KernelStartError(
                     f"The gateway's kernel did not become ready within {startup_timeout:g} s; "
                     "see the gateway's log.")
-            msg_id = self.channels.send("kernel_info_request", {})
+            if self.channels.closed:
+                # The gateway may drop the socket of a kernel it is still (re)starting:
+                # connect again while the kernel exists, a few times.
+                why = self.channels.why_closed()
+                if reconnects >= 3 or not await self.api.exists(self.kernel_id):
+                    raise KernelStartError(
+                        f"The gateway closed the connection to its kernel while it was "
+                        f"starting{why}; see the gateway's log.")
+                reconnects += 1
+                self._log.debug("gateway kernel socket closed while starting%s; reconnecting",
+                                why)
+                self.channels = await self.api.connect(self.kernel_id)
+                continue
+            try:
+                msg_id = self.channels.send("kernel_info_request", {})
+            except KernelError:  # closed before the reader saw it: handled above
+                continue
             if await self.reply(msg_id, min(deadline, time.monotonic() + 2.0)) is not None:
                 break
         reply = await self.silent(
