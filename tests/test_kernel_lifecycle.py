@@ -80,8 +80,14 @@ def test_processes_of_a_dead_kernel_die_with_it(loop, kernel):  # noqa: F811
     word = f"pyvision-orphan-{uuid.uuid4().hex}"
     code = _spawn_hidden(word) + (
         "import time\n"
+        "def cmdline(p):\n"  # a process may end between listdir and open (seen under load)
+        "    try:\n"
+        "        with open(f'/proc/{p}/cmdline', 'rb') as f:\n"
+        "            return f.read()\n"
+        "    except OSError:\n"
+        "        return b''\n"
         "for _ in range(100):\n"  # until the hidden process runs (it has no other parent)
-        f"    if any({word!r}.encode() in open(f'/proc/{{p}}/cmdline', 'rb').read()\n"
+        f"    if any({word!r}.encode() in cmdline(p)\n"
         "           for p in os.listdir('/proc') if p.isdigit()):\n"
         "        break\n"
         "    time.sleep(0.05)\n"
