@@ -43,11 +43,11 @@ def loop() -> Iterator[_LoopThread]:
 @pytest.fixture(scope="module", params=["local", "gateway"])
 def executor(request: pytest.FixtureRequest, loop: _LoopThread) -> Iterator[Any]:
     if request.param == "local":
-        kernel: Any = ChildKernel(timeout=20.0, interrupt_grace=1.0)
+        kernel: Any = ChildKernel(timeout=20.0, interrupt_grace=4.0)
     else:
         running = request.getfixturevalue("gateway")
         kernel = GatewayKernel(url=running.url, token=running.token, timeout=20.0,
-                               interrupt_grace=1.0)
+                               interrupt_grace=4.0)
     loop.run(kernel.start())
     yield kernel
     loop.run(kernel.shutdown())

@@ -58,7 +58,7 @@ def loop() -> Iterator[_LoopThread]:
 
 @pytest.fixture(scope="module")
 def kernel(loop: _LoopThread) -> Iterator[ChildKernel]:
-    child = ChildKernel(timeout=10.0, interrupt_grace=1.0)
+    child = ChildKernel(timeout=10.0, interrupt_grace=4.0)  # waits only if the interrupt fails
     loop.run(child.start())
     yield child
     loop.run(child.shutdown())

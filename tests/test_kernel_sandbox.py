@@ -29,7 +29,7 @@ needs_bwrap = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def sandboxed(loop: _LoopThread) -> Iterator[ChildKernel]:
-    child = ChildKernel(sandbox=True, timeout=10.0, interrupt_grace=1.0)
+    child = ChildKernel(sandbox=True, timeout=10.0, interrupt_grace=4.0)
     loop.run(child.start())
     yield child
     loop.run(child.shutdown())
