@@ -325,19 +325,36 @@ class SessionHandle:
         """``code`` as a notebook cell: the tool kernel's imports and images first.
 
         The images come from ``%pyvision images``: the inputs, and the images
-        earlier turns bound as ``image_clue_N``.
+        earlier turns bound as ``image_clue_N``. Earlier tools that define a
+        name the code uses (``mask``, ``def measure``) come next, each under a
+        comment saying which turn it is and what it defines.
         """
+        from ._names import turns_needed
+
         t = self.transcript
         names = [f"image_clue_{i}" for i in range(len(t.images))]
         for turn in t.turns[:index]:
             names += [o.variable for o in turn.outputs if o.kind == "image" and o.variable]
+        known = {"np", "plt", "Image", "cv2", *names}
+        ran = [turn for turn in t.turns[:index]
+               if turn.code and turn.exec_status not in (None, "skipped")]
+        earlier = [(ran[i], given) for i, given in
+                   turns_needed([turn.code for turn in ran], code, known)]
         lines = [f"# Turn {index + 1}'s tool from pyvision session {self.id}, set up as in "
                  "its kernel.",
                  "import numpy as np", "import matplotlib.pyplot as plt", "from PIL import Image",
                  "import cv2"]
         if names:
             lines.append(f"{', '.join(names)}, = %pyvision images {self.id} {index + 1}")
-        return "\n".join(lines) + "\n\n" + code
+        parts = ["\n".join(lines)]
+        for turn, given in earlier:
+            parts.append(f"# Turn {turn.index + 1}'s tool, for {', '.join(given)}:\n"
+                         f"{(turn.code or '').rstrip()}")
+        if earlier:
+            parts.append(f"# Turn {index + 1}'s tool:\n{code}")
+        else:
+            parts.append(code)
+        return "\n\n".join(parts)
 
     # -- kernel ----------------------------------------------------------------
 

@@ -411,10 +411,58 @@ def test_run_marks_the_edit_and_what_it_invalidates_and_fork_opens_below_its_tur
     assert fork.kernel is not handle.kernel
 
 
-def test_copy_to_cell_gives_a_cell_that_runs_in_the_notebook(
-        workspace, make_chat_server, images, no_openai_env):
+def _run_in_a_notebook(workspace, source):
+    """Run ``source`` as a notebook cell, with %pyvision loaded on ``workspace``."""
     from IPython.core.interactiveshell import InteractiveShell
 
+    from pyvision_magic.magics import PyVisionMagics, _loaded
+
+    shell = InteractiveShell.instance()
+    magics = PyVisionMagics(shell)
+    magics.workspace = workspace
+    shell.register_magics(magics)
+    try:
+        return shell.run_cell(source, store_history=False)
+    finally:
+        shell.magics_manager.registry.pop("PyVisionMagics", None)
+        _loaded.pop(id(shell), None)
+
+
+def test_copy_to_cell_brings_the_earlier_tools_whose_names_it_uses(
+        workspace, make_chat_server, images, no_openai_env, capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    server = make_chat_server([
+        code_reply("mask = np.asarray(image_clue_0)[..., 0] > 200\n"
+                   "def count(m):\n    return int(m.sum())"),
+        code_reply("print('unrelated turn')\nmask = None  # not this one: turn 3 redefines it"),
+        code_reply("mask = np.asarray(image_clue_0)[..., 0] >= 0\nside = mask.shape[0]"),
+        code_reply("print('count', count(mask) == side * mask.shape[1], cv2.__name__)"),
+        "<answer>done</answer>",
+    ])
+    handle = _handle(workspace, server, images)
+    _run(workspace, handle)
+    view = handle.view
+    view.click("copy", turn=3, code=handle.transcript.turns[3].code)
+    source = _custom(view)[-1]["source"]
+    assert "# Turn 1's tool, for count:" in source
+    assert "# Turn 3's tool, for mask, side:" in source
+    assert "unrelated turn" not in source
+    assert source.index("def count") < source.index("side =") < source.index("print('count'")
+    # Without the earlier tools, the same tool fails in the notebook (run first: the
+    # shell is one per process, and the full cell leaves count and mask in it).
+    for name in ("count", "mask", "side"):
+        InteractiveShell.instance().user_ns.pop(name, None)
+    bare = source[:source.index("# Turn 1's tool")] + handle.transcript.turns[3].code
+    assert isinstance(_run_in_a_notebook(workspace, bare).error_in_exec, NameError)
+    capsys.readouterr()
+    result = _run_in_a_notebook(workspace, source)
+    assert result.success, result.error_in_exec
+    assert "count True cv2" in capsys.readouterr().out
+
+
+def test_copy_to_cell_gives_a_cell_that_runs_in_the_notebook(
+        workspace, make_chat_server, images, no_openai_env):
     server = make_chat_server([
         code_reply("mask = np.asarray(image_clue_0)[..., 0] > 200\nplt.imshow(mask)\nplt.show()"),
         code_reply("print('red', int(np.asarray(image_clue_1).size > 0), "
@@ -430,18 +478,8 @@ def test_copy_to_cell_gives_a_cell_that_runs_in_the_notebook(
     source = message["source"]
     assert "image_clue_0, image_clue_1, = %pyvision images" in source
 
-    from pyvision_magic.magics import PyVisionMagics, _loaded
-
-    shell = InteractiveShell.instance()
-    magics = PyVisionMagics(shell)
-    magics.workspace = workspace
-    shell.register_magics(magics)
-    try:
-        result = shell.run_cell(source, store_history=False)
-        assert result.success, result.error_in_exec
-    finally:
-        shell.magics_manager.registry.pop("PyVisionMagics", None)
-        _loaded.pop(id(shell), None)
+    result = _run_in_a_notebook(workspace, source)
+    assert result.success, result.error_in_exec
     view._on_msg(view, {"action": "copied", "turn": 1, "ok": True, "how": "cell"}, [])
     assert view.turns[1]["message"] == "Inserted as a new cell below."
     assert not view.turns[1]["message_error"]
