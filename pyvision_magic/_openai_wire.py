@@ -17,6 +17,7 @@ from ._errors import (
 from ._hooks import run_hook
 from ._parsing import StreamedText, reply_end
 from ._records import Usage
+from ._tool_faults import one_line
 
 if TYPE_CHECKING:
     from ._model import DeltaCallback, ModelReply, OpenAIModel
@@ -73,7 +74,8 @@ async def read_plain(
         finish = choice.finish_reason if choice else None
     except (ValueError, TypeError, AttributeError) as exc:
         raise ModelStreamError(
-            f"{model.endpoint} sent a response that could not be read: {_one_line(str(exc))}",
+            f"{model.endpoint} sent a response that could not be read: "
+            f"{one_line(str(exc), limit=200)}",
             base_url=model.endpoint,
             model=model.model,
         ) from exc
@@ -196,12 +198,12 @@ def map_error(model: OpenAIModel, exc: Exception) -> ModelError:
             **kw,
         )
     if isinstance(exc, openai.APIStatusError):
-        detail = _one_line(getattr(exc, "message", "") or str(exc))
+        detail = one_line(getattr(exc, "message", "") or str(exc), limit=200)
         return ModelError(
             f"{where} failed with HTTP {status}: {detail}", status_code=status, **kw
         )
     return ModelStreamError(
-        f"{where} sent a response that could not be read: {_one_line(str(exc))}", **kw
+        f"{where} sent a response that could not be read: {one_line(str(exc), limit=200)}", **kw
     )
 
 
@@ -252,11 +254,6 @@ class StreamedReply:
             if function is not None:
                 self._calls[index] = self._calls.get(index, "") + (function.name or "")
                 self.size += len(function.arguments or "")
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def wire_params(params: dict[str, Any]) -> dict[str, Any]:

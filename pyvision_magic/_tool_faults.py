@@ -30,11 +30,14 @@ def executor_faults() -> Iterator[None]:
         ) from exc
 
 
-def one_line(exc: BaseException, *, named: bool = False, limit: int = 500) -> str:
-    """An exception as one line of at most ``limit`` characters, for a status message."""
-    text = " ".join(str(exc).split())
-    if named:
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def one_line(what: BaseException | str, *, named: bool = False, limit: int = 500) -> str:
+    """An exception (or a text) as one line of at most ``limit`` characters.
+
+    ``named`` puts the exception's type first (``ValueError: ...``).
+    """
+    text = " ".join(str(what).split())
+    if named and isinstance(what, BaseException):
+        text = f"{type(what).__name__}: {text}" if text else type(what).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

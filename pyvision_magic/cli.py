@@ -37,6 +37,7 @@ from ._cli_options import (
 from ._cli_options import add_prompt_options, positive_int, positive_seconds  # noqa: F401
 from ._console import ConsoleProgress, ImageSaver, terminal_safe
 from ._errors import ConfigError, KernelError, ModelError, PyVisionError
+from ._tool_faults import one_line
 
 __all__ = ["ConsoleProgress", "build_parser", "main", "make_model", "terminal_safe"]
 
@@ -224,13 +225,9 @@ async def _run_session(question: str, images: list[Any], model: Any, args: argpa
             try:
                 await close()
             except Exception as exc:  # noqa: BLE001 - any failure to close is only a warning
-                _warn(f"the {what} did not close cleanly ({_one_line(exc)})")
+                _warn(f"the {what} did not close cleanly "
+                      f"({one_line(exc, named=True)})")
     return session, transcript
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _finish(session: Any, transcript: Any, args: argparse.Namespace) -> int:
@@ -367,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("pyvision: interrupted\n")
         return 130
     except Exception as exc:  # a bug: one line, not a traceback, and its own exit code
-        sys.stderr.write(f"pyvision: internal error: {terminal_safe(_one_line(exc))} "
+        sys.stderr.write(f"pyvision: internal error: {terminal_safe(one_line(exc, named=True))} "
                          "(a bug in pyvision; please report it)\n")
         return EXIT_INTERNAL
 
