@@ -9,6 +9,8 @@ user's secrets on the gateway's kernel.
 
 from __future__ import annotations
 
+import asyncio
+
 import io
 import os
 import shutil
@@ -230,6 +232,40 @@ def test_a_socket_closed_while_the_kernel_starts_is_opened_again(loop, gateway, 
                                                "was starting"):
         loop.run(go())
     assert closes["left"] == 96  # the first connection and three more
+
+
+@pytest.mark.parametrize("settled", [True, False], ids=["before its first request",
+                                                     "while it boots"])
+def test_a_shutdown_while_the_kernel_starts_ends_the_start_and_the_gateways_kernel(
+        loop, gateway, monkeypatch, settled):
+    from pyvision_magic.kernel._gateway_api import GatewayAPI
+
+    real_connect = GatewayAPI.connect
+    kernel = gateway_kernel(gateway)
+    shutdowns = []
+
+    async def connect_then_shut_down(self, kernel_id):
+        channels = await real_connect(self, kernel_id)
+        shutdowns.append(asyncio.ensure_future(kernel.shutdown()))  # the user's shutdown
+        if settled:
+            await asyncio.sleep(0)  # the shutdown has begun before the start goes on
+        return channels
+
+    monkeypatch.setattr(GatewayAPI, "connect", connect_then_shut_down)
+    before = set(gateway.kernel_ids())
+
+    async def go() -> None:
+        try:
+            await kernel.start()
+        finally:
+            await asyncio.gather(*shutdowns)
+
+    with pytest.raises(KernelStartError, match="shut down while it was starting"):
+        loop.run(go())
+    assert len(shutdowns) == 1
+    assert set(gateway.kernel_ids()) <= before  # the half-started kernel was deleted
+    with pytest.raises(KernelStartError, match="was shut down; create a new GatewayKernel"):
+        loop.run(kernel.start())
 
 
 def test_no_secret_reaches_the_gateway_kernel(loop, gateway, monkeypatch):

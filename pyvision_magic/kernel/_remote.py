@@ -26,6 +26,7 @@ from ._output import OutputCollector, collect_message
 
 __all__ = ["RemoteKernel"]
 
+_SHUT_DOWN_WHILE_STARTING = "The kernel was shut down while it was starting."
 # How often a wait checks whether the owner shut down.
 _POLL = 0.2
 #: Base64 characters sent per request when binding images: the gateway's WebSocket
@@ -105,7 +106,7 @@ class RemoteKernel:
         reconnects = 0
         while True:  # a request sent before the kernel listens may be lost: ask again
             if self._stopped():
-                raise KernelStartError("The kernel was shut down while it was starting.")
+                raise KernelStartError(_SHUT_DOWN_WHILE_STARTING)
             if time.monotonic() >= deadline:
                 raise KernelStartError(
                     f"The gateway's kernel did not become ready within {startup_timeout:g} s; "
@@ -129,9 +130,14 @@ class RemoteKernel:
                 continue
             if await self.reply(msg_id, min(deadline, time.monotonic() + 2.0)) is not None:
                 break
-        reply = await self.silent(
-            _boot_code(config) + _RECEIVER, timeout=startup_timeout,
-            expressions={"interpreter": "__import__('_pyvision_child').interpreter()"})
+        try:
+            reply = await self.silent(
+                _boot_code(config) + _RECEIVER, timeout=startup_timeout,
+                expressions={"interpreter": "__import__('_pyvision_child').interpreter()"})
+        except KernelError:
+            if self._stopped():  # not an unanswering kernel: the wait was given up
+                raise KernelStartError(_SHUT_DOWN_WHILE_STARTING) from None
+            raise
         if reply["status"] != "ok":
             raise KernelStartError(
                 "The gateway's kernel started but could not set itself up "
