@@ -22,8 +22,6 @@ from collections.abc import Iterable, Sequence
 __all__ = ["free_names", "module_names", "turns_needed"]
 
 _BUILTINS = frozenset(dir(builtins))
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
-           ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
 def _parse(code: str | None) -> ast.Module | None:
@@ -55,26 +53,17 @@ def _bound_by(node: ast.AST) -> Iterable[str]:
         yield node.rest  # type: ignore[attr-defined]
 
 
+def _read(code: str | None) -> _Reader:
+    reader = _Reader()
+    tree = _parse(code)
+    if tree is not None:
+        reader.statements(tree.body)
+    return reader
+
+
 def module_names(code: str | None) -> set[str]:
     """Names the module level of ``code`` binds (what it leaves in the kernel)."""
-    tree = _parse(code)
-    if tree is None:
-        return set()
-    found: set[str] = set()
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
-        found.update(name for name in _bound_by(node) if not isinstance(node, ast.arg))
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                found.add(child.name)  # its body is another scope
-                stack.extend(child.decorator_list)
-            elif isinstance(child, _SCOPES):
-                stack.extend(n for n in ast.walk(child)  # := in a comprehension binds here
-                             if isinstance(n, ast.NamedExpr))
-            else:
-                stack.append(child)
-    return found
+    return _read(code).bound
 
 
 def free_names(code: str | None) -> set[str]:
@@ -85,13 +74,7 @@ def free_names(code: str | None) -> set[str]:
     names when it is called, so there a name counts only if the code binds
     it nowhere.
     """
-    tree = _parse(code)
-    if tree is None:
-        return set()
-    reader = _Reader()
-    reader.statements(tree.body)
-    later = reader.later - reader.bound
-    return (reader.free | later) - _BUILTINS
+    return _read(code).needs()
 
 
 class _Reader:
@@ -101,6 +84,10 @@ class _Reader:
         self.bound: set[str] = set()
         self.free: set[str] = set()
         self.later: set[str] = set()  # read by function bodies, when they are called
+
+    def needs(self) -> set[str]:
+        """Names the code reads and does not bind first, builtins left out."""
+        return (self.free | (self.later - self.bound)) - _BUILTINS
 
     def read(self, name: str) -> None:
         if name not in self.bound:
@@ -223,9 +210,10 @@ def turns_needed(codes: Sequence[str | None], code: str | None,
     for index in range(len(codes) - 1, -1, -1):
         if not wanted:
             break
-        defined = module_names(codes[index]) & wanted
+        reader = _read(codes[index])
+        defined = reader.bound & wanted
         if defined:
             needed.append((index, sorted(defined)))
             wanted -= defined
-            wanted |= free_names(codes[index]) - known
+            wanted |= reader.needs() - known
     return needed[::-1]
