@@ -262,11 +262,12 @@ HIGHLIGHT_JS = """el => { const out = {plain: getComputedStyle(el).color};
   return out; }"""
 
 
-def _assert_highlighted(card, tokens=("pv-tok-string", "pv-tok-comment")) -> None:
+def _assert_highlighted(card, tokens=("pv-tok-string", "pv-tok-comment"),
+                        where=".cm-content") -> None:
     """The ``tokens`` in the editor (strings, comments, ...) have colours of their own."""
-    colours = card.locator(".cm-content").first.evaluate(HIGHLIGHT_JS)
+    colours = card.locator(where).first.evaluate(HIGHLIGHT_JS)
     for token in tokens:
-        assert token in colours, f"no {token} in the editor: {colours}"
+        assert token in colours, f"no {token} in {where}: {colours}"
         assert colours[token] != colours["plain"], f"{token} is drawn as plain text: {colours}"
 
 
@@ -405,6 +406,10 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             original = first.locator(".pyvision-original")
             original.locator("button").click()
             original.get_by_text("red pixels 8639").wait_for(timeout=5_000)
+            assert original.locator("pre.pyvision-original-code").inner_text().startswith(
+                FIRST_TOOL)
+            _assert_highlighted(original, ("pv-tok-string", "pv-tok-comment", "pv-tok-number"),
+                                where="pre.pyvision-original-code")
             assert "pyvision-stale" in (cards.nth(1).get_attribute("class") or "")
             view.locator(".pyvision-header .pyvision-stale-note").wait_for(timeout=5_000)
             assert "turn 1" in view.locator(".pyvision-header .pyvision-stale-note").inner_text()

@@ -1,6 +1,6 @@
 // One card per turn. Updated in place: a new turn dict changes only the parts
 // that differ, and the editor (with its undo history and focus) stays alive.
-import { createEditor } from "./editor.js";
+import { createEditor, highlightInto } from "./editor.js";
 import { h, same, setText, show } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
 import { renderOutputs } from "./outputs.js";
@@ -302,11 +302,12 @@ export class Card {
     const outputs = h("div", { class: "pyvision-outputs" });
     renderOutputs(outputs, original.outputs, this.ctx.media);
     const status = original.exec_status ? (EXEC_WORDS[original.exec_status] || original.exec_status) : "";
+    const code = h("pre", { class: "pyvision-original-code" });
+    highlightInto(code, original.code || "");
     this.originalBlock.replaceChildren(
       h("div", { class: "pyvision-original-label",
                  text: `The model's code${status ? ` (${status})` : ""}:` }),
-      h("pre", { class: "pyvision-original-code", text: original.code || "" }),
-      outputs);
+      code, outputs);
     this.showOriginal(Boolean(this.ctx.ui.originals.get(this.index)));
   }
 

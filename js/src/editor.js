@@ -10,7 +10,7 @@ import {
   HighlightStyle, bracketMatching, indentOnInput, indentUnit, syntaxHighlighting,
 } from "@codemirror/language";
 import { pythonLanguage } from "@codemirror/lang-python";
-import { tags as t } from "@lezer/highlight";
+import { highlightCode, tags as t } from "@lezer/highlight";
 
 /** Marks the transactions that carry text from Python (not the user's typing). */
 const fromPython = Annotation.define();
@@ -32,6 +32,25 @@ const highlight = HighlightStyle.define([
   { tag: [t.meta, t.annotation, t.modifier], class: "pv-tok-meta" },
   { tag: t.invalid, class: "pv-tok-error" },
 ]);
+
+/**
+ * Python code as highlighted text in ``element`` (a <pre>), with the editor's
+ * token classes and no editor: for code that is only read (the original code).
+ */
+export function highlightInto(element, code) {
+  const nodes = [];
+  highlightCode(code, pythonLanguage.parser.parse(code), highlight, (text, classes) => {
+    if (!classes) {
+      nodes.push(document.createTextNode(text));
+      return;
+    }
+    const span = document.createElement("span");
+    span.className = classes;
+    span.textContent = text;
+    nodes.push(span);
+  }, () => nodes.push(document.createTextNode("\n")));
+  element.replaceChildren(...nodes);
+}
 
 const theme = EditorView.theme({
   "&": { backgroundColor: "var(--pv-editor-bg)", color: "var(--pv-fg)",
