@@ -22,6 +22,12 @@ from ._transcript import Transcript, Turn
 
 __all__ = ["Workspace", "SessionHandle"]
 
+#: What a copied cell says of an earlier tool it brings that did not end well there.
+_ENDED_BADLY = {"error": " (in its kernel it raised an error)",
+                "timeout": " (in its kernel it timed out)",
+                "died": " (in its kernel it ended when the kernel died)",
+                "stopped": " (in its kernel it was stopped)"}
+
 
 class Workspace:
     """The loop, the kernels and the sessions of one shell.
@@ -348,7 +354,8 @@ class SessionHandle:
             lines.append(f"{', '.join(names)}, = %pyvision images {self.id} {index + 1}")
         parts = ["\n".join(lines)]
         for turn, given in earlier:
-            parts.append(f"# Turn {turn.index + 1}'s tool, for {', '.join(given)}:\n"
+            ended = _ENDED_BADLY.get(turn.exec_status or "", "")
+            parts.append(f"# Turn {turn.index + 1}'s tool, for {', '.join(given)}{ended}:\n"
                          f"{(turn.code or '').rstrip()}")
         if earlier:
             parts.append(f"# Turn {index + 1}'s tool:\n{code}")

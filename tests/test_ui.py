@@ -461,6 +461,26 @@ def test_copy_to_cell_brings_the_earlier_tools_whose_names_it_uses(
     assert "count True cv2" in capsys.readouterr().out
 
 
+def test_a_copied_cell_says_when_an_earlier_tool_it_brings_failed_in_its_kernel():
+    from types import SimpleNamespace
+
+    from pyvision_magic._handle import SessionHandle
+
+    transcript = Transcript(question="q", model="m", images=[])
+    transcript.turns = [
+        Turn(index=0, text="", code="scale = 2\nraise ValueError('late')", exec_status="error"),
+        Turn(index=1, text="", code="offset = 1", exec_status="skipped"),  # never ran
+        Turn(index=2, text="", code="offset = 3", exec_status="ok"),
+    ]
+    source = SessionHandle.cell_source(SimpleNamespace(transcript=transcript, id=7), 3,
+                                       "print(scale + offset)")
+    assert "# Turn 1's tool, for scale (in its kernel it raised an error):\n" in source
+    assert "# Turn 3's tool, for offset:\noffset = 3" in source
+    assert "offset = 1" not in source
+    assert source.endswith("# Turn 4's tool:\nprint(scale + offset)")
+    assert "%pyvision images" not in source  # no images to load
+
+
 def test_copy_to_cell_gives_a_cell_that_runs_in_the_notebook(
         workspace, make_chat_server, images, no_openai_env):
     server = make_chat_server([
