@@ -333,7 +333,7 @@ class SessionHandle:
         The images come from ``%pyvision images``: the inputs, and the images
         earlier turns bound as ``image_clue_N``. Earlier tools that define a
         name the code uses (``mask``, ``def measure``) come next, each under a
-        comment saying which turn it is and what it defines.
+        comment naming its turn, the names it gives, and how it ended if not well.
         """
         from ._names import turns_needed
 
