@@ -550,8 +550,13 @@ def test_copy_to_cell_makes_a_cell_that_runs_in_the_notebook(jupyter_lab, make_c
             assert cells[0] == setup and cells[1] == ask and cells[3] == "print('the last cell')"
             assert cells[2].endswith(TRICKY) and "%pyvision images 1 1" in cells[2]
 
-            # Run the new cell: the tool works in the notebook as it did in its kernel.
+            # The cell is inserted, not run: it runs in the user's own kernel, so the
+            # user reads it first.
             new = page.locator(".jp-Notebook .jp-Cell").nth(2)
+            page.wait_for_timeout(500)
+            assert new.locator(".jp-OutputArea-output").count() == 0
+            assert new.locator(".jp-InputPrompt").inner_text().strip() in ("[ ]:", "")
+            # Run the new cell: the tool works in the notebook as it did in its kernel.
             new.locator(".jp-InputPrompt").click()
             page.keyboard.press("Shift+Enter")
             new.locator(".jp-OutputArea-output", has_text="copied (80, 120, 3)").wait_for(
