@@ -25,11 +25,18 @@ _BUILTINS = frozenset(dir(builtins))
 
 
 def _parse(code: str | None) -> ast.Module | None:
+    """``code`` as a tree; IPython syntax (``!ls``, ``%time``) read as IPython runs it."""
     if not code:
         return None
     try:
         return ast.parse(code)
     except (SyntaxError, ValueError):
+        pass
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return ast.parse(TransformerManager().transform_cell(code))
+    except Exception:  # noqa: BLE001 - no IPython, or not Python even for IPython
         return None
 
 

@@ -23,6 +23,8 @@ from pyvision_magic._names import free_names, module_names, turns_needed
     ("f = lambda q: q", {"f"}),
     ("@deco\ndef g():\n    h = 1", {"g"}),
     ("x += 1", {"x"}),
+    # IPython syntax, read as IPython runs it (a magic's argument is a string to it)
+    ("!ls\nfound = 1\n%time total = 2", {"found"}),
     ("def broken(:", set()),
     ("", set()),
 ])
@@ -50,6 +52,7 @@ def test_module_names_are_what_a_tool_leaves_in_the_kernel(code, names):
     ("import numpy as np\nnp.zeros(3)", set()),
     ("len(range(3)); print(None)", set()),  # builtins
     ("print(", set()),  # does not parse
+    ("!echo $where\nprint(level)", {"get_ipython", "level"}),  # as IPython runs it
 ])
 def test_free_names_are_read_and_never_bound(code, names):
     assert free_names(code) == names
