@@ -253,9 +253,13 @@ class KernelChannels:
                 if queue is not None:
                     queue.put_nowait(msg)
         finally:
-            self.closed = True
-            self.shell.put_nowait(None)
-            self.iopub.put_nowait(None)
+            self._mark_closed()
+
+    def _mark_closed(self) -> None:
+        """Closed, with an end marker on each queue for its readers."""
+        self.closed = True
+        self.shell.put_nowait(None)
+        self.iopub.put_nowait(None)
 
     def why_closed(self) -> str:
         """The WebSocket's close code and reason, as a clause, or "" if none was given."""
@@ -307,6 +311,4 @@ class KernelChannels:
         except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
             pass
         if not self.closed:  # cancelled before it ran: its clean-up never did
-            self.closed = True
-            self.shell.put_nowait(None)
-            self.iopub.put_nowait(None)
+            self._mark_closed()
