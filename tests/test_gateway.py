@@ -10,7 +10,6 @@ user's secrets on the gateway's kernel.
 from __future__ import annotations
 
 import asyncio
-
 import io
 import os
 import shutil
