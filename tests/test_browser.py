@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -287,7 +288,9 @@ def _assert_contrast(page, name: str) -> None:
 FIRST_TOOL = "print('red pixels', (np.asarray(image_clue_0)[..., 0] > 200).sum())"
 
 
-def _reply(body):
+def _reply(body, hold=None):
+    """The scripted model of the session-view tests; ``hold`` keeps the first reply
+    half written until the test has seen it stream (see `Reply.hold`)."""
     messages = json.dumps(body["messages"])
     done = sum(m["role"] == "assistant" for m in body["messages"])
     if "Wait in the tool" in messages:
@@ -297,7 +300,7 @@ def _reply(body):
     if done == 0:
         # Slow enough to see the code arrive in the editor while it is written.
         return Reply(code_reply(FIRST_TOOL + "\n" + "\n".join(f"# note {i}" for i in range(30))),
-                     chunk_delay=0.02)
+                     chunk_delay=0.02, hold=hold)
     if done == 1:
         return code_reply("print('second turn', 1)")
     return "Two squares: a red one and a blue one.\n<answer>2</answer>"
@@ -309,7 +312,8 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
     playwright = pytest.importorskip("playwright.sync_api")
     url, token, root = jupyter_lab
     _set_theme(url, token, theme)
-    server = make_chat_server([], default=_reply)
+    first_reply_seen = threading.Event()
+    server = make_chat_server([], default=lambda body: _reply(body, first_reply_seen))
     image = root / "squares.png"
     shutil.copy(image_path, image)
     name = "dark" if "Dark" in theme else "light"
@@ -338,6 +342,7 @@ def test_edit_a_tool_with_editor_keys_rerun_fork_and_stop(jupyter_lab, make_chat
             streaming.wait_for(timeout=45_000)
             streaming.locator(".cm-content", has_text="red pixels").wait_for(timeout=20_000)
             assert "second turn" not in view.inner_text()
+            first_reply_seen.set()
 
             # The answer is in the header as soon as it exists; finished turns fold.
             view.locator(".pyvision-header .pyvision-answer").wait_for(timeout=45_000)
@@ -587,9 +592,10 @@ def test_notebook7_streams_runs_copies_and_forks_at_full_height_with_keys_in_the
             lines = 40 if done == 0 else 12
             code = code_reply(f"print('turn {done}')\n" + "\n".join(f"# line {i}"
                                                                     for i in range(lines)))
-            return Reply(code, chunk_delay=0.03) if done == 0 else code
+            return Reply(code, chunk_delay=0.03, hold=first_reply_seen) if done == 0 else code
         return "<answer>done</answer>"
 
+    first_reply_seen = threading.Event()
     server = make_chat_server([], default=reply)
     image = root / "nb7.png"
     with Image.open(image_path) as small:  # big enough that a click visibly enlarges it
@@ -612,6 +618,7 @@ def test_notebook7_streams_runs_copies_and_forks_at_full_height_with_keys_in_the
             streaming = view.locator(".pyvision-card.pyvision-streaming")
             streaming.wait_for(timeout=45_000)
             streaming.locator(".cm-content", has_text="turn 0").wait_for(timeout=20_000)
+            first_reply_seen.set()
             view.locator(".pyvision-answer").wait_for(timeout=60_000)
 
             # Stop during a tool, then during the model's reply.

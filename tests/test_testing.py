@@ -149,6 +149,54 @@ def test_replay_of_plain_scripts_and_its_chunk_delay():
         Replay()
 
 
+def test_a_held_reply_stops_half_way_until_its_event_is_set():
+    hold = threading.Event()
+    text = "".join(f"word{i} " for i in range(40))
+    with ChatServer([Reply(text, hold=hold), Reply("later", hold=threading.Event())]) as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        pieces: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            chunks = client.chat.completions.create(model="m", messages=[], stream=True)
+            for c in chunks:
+                if c.choices and c.choices[0].delta.content:
+                    pieces.put(c.choices[0].delta.content)
+            pieces.put(None)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        seen = ""
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                piece = pieces.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            assert piece is not None, "the held reply ended before its event was set"
+            seen += piece
+        assert 0 < len(seen) < len(text) and text.startswith(seen)
+        assert len(seen) >= len(text) // 2 - server.chunk_chars
+        hold.set()
+        while (piece := pieces.get(timeout=10)) is not None:
+            seen += piece
+        reader.join(10)
+        assert seen == text
+        # A server that stops lets a held reply go: its client sees a cut stream, not a hang.
+        failed: list[BaseException] = []
+
+        def read_held() -> None:
+            try:
+                _ask(client, [], stream=True)
+            except BaseException as exc:  # noqa: BLE001 - the test looks at it
+                failed.append(exc)
+
+        held = threading.Thread(target=read_held, daemon=True)
+        held.start()
+        time.sleep(0.3)
+    held.join(10)
+    assert not held.is_alive() and failed
+
+
 def test_a_server_that_keeps_no_requests_still_answers():
     with ChatServer(["hi"], keep_requests=False) as server, \
             openai.OpenAI(base_url=server.base_url, api_key="k") as client:

@@ -7,6 +7,7 @@ what the ``openai`` client makes of each).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -192,7 +193,7 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
         if stream:
             return self._stream(
                 rec, body, text, finish_reason, usage, chunk_delay=step.chunk_delay,
-                refusal=step.refusal, tool_calls=step.tool_calls,
+                refusal=step.refusal, tool_calls=step.tool_calls, hold=step.hold,
             )
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": step.refusal,
                                    "annotations": []}
@@ -257,8 +258,12 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
         cut_after: int | None = None,
         refusal: str | None = None,
         tool_calls: tuple[ToolCall, ...] = (),
+        hold: threading.Event | None = None,
     ) -> None:
         """Send the SSE stream; with ``cut``, stop after ``cut_after`` content chunks (all if None).
+
+        With ``hold``, the stream waits after half of the content's chunks until
+        ``hold`` is set or the server stops.
 
         A refusal streams as ``delta.refusal`` pieces after the content, tool
         calls as ``delta.tool_calls`` (the name first, then argument pieces).
@@ -277,9 +282,13 @@ class _ChatRequestHandler(BaseHTTPRequestHandler):
                                            "function": {"name": call.name, "arguments": ""}}]})
             deltas += [{"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
                        for piece in self._pieces(call.arguments)]
+        held_at = len(list(self._pieces(text))) // 2 if hold is not None else -1
         for n, delta in enumerate(deltas):
             if cut and cut_after is not None and n >= cut_after:
                 break
+            if n == held_at:
+                while not (hold.wait(0.1) or self.chat._stopping.is_set()):
+                    pass
             if chunk_delay and self.chat._stopping.wait(chunk_delay):
                 break
             self._send_event(chunk(delta))

@@ -5,6 +5,7 @@ Pure data: the HTTP handler in ``_handler.py`` turns each step into a response.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -62,6 +63,9 @@ class Reply:
     `ChatServer`).
     ``delay`` (seconds) passes before the response starts; ``chunk_delay``
     between streamed chunks.  Neither blocks other requests.
+    ``hold``, a `threading.Event`, stops a streamed reply half way through its
+    content until the event is set (or the server stops): a test sees the reply
+    while it is written, however slow its machine, then lets it end.
 
     ``refusal`` sends OpenAI's refusal message (``message.refusal``, streamed
     as ``delta.refusal`` pieces) and ``tool_calls`` function calls
@@ -79,6 +83,7 @@ class Reply:
     chunk_delay: float = 0.0
     refusal: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    hold: threading.Event | None = field(default=None, compare=False)
 
     @property
     def finish(self) -> str:
