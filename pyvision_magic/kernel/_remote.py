@@ -10,6 +10,7 @@ death is decided by :class:`~._gateway.GatewayKernel`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -27,6 +28,12 @@ from ._output import OutputCollector, collect_message
 __all__ = ["RemoteKernel"]
 
 _SHUT_DOWN_WHILE_STARTING = "The kernel was shut down while it was starting."
+
+
+def _not_ready(startup_timeout: float) -> str:
+    return (f"The gateway's kernel did not become ready within {startup_timeout:g} s; "
+            "see the gateway's log.")
+
 # How often a wait checks whether the owner shut down.
 _POLL = 0.2
 #: Base64 characters sent per request when binding images: the gateway's WebSocket
@@ -101,16 +108,14 @@ class RemoteKernel:
         return kernel
 
     async def _start(self, startup_timeout: float, config: dict[str, Any]) -> None:
-        self.channels = await self.api.connect(self.kernel_id)
         deadline = time.monotonic() + startup_timeout
+        self.channels = await self._connect(deadline, startup_timeout)
         reconnects = 0
         while True:  # a request sent before the kernel listens may be lost: ask again
             if self._stopped():
                 raise KernelStartError(_SHUT_DOWN_WHILE_STARTING)
             if time.monotonic() >= deadline:
-                raise KernelStartError(
-                    f"The gateway's kernel did not become ready within {startup_timeout:g} s; "
-                    "see the gateway's log.")
+                raise KernelStartError(_not_ready(startup_timeout))
             if self.channels.closed:
                 # The gateway may drop the socket of a kernel it is still (re)starting:
                 # connect again while the kernel exists, a few times.
@@ -122,7 +127,7 @@ class RemoteKernel:
                 reconnects += 1
                 self._log.debug("gateway kernel socket closed while starting%s; reconnecting",
                                 why)
-                self.channels = await self.api.connect(self.kernel_id)
+                self.channels = await self._connect(deadline, startup_timeout)
                 continue
             try:
                 msg_id = self.channels.send("kernel_info_request", {})
@@ -146,6 +151,27 @@ class RemoteKernel:
             self.interpreter = _expression_value(reply, "interpreter")
         except KernelError as exc:  # only informative
             self._log.debug("kernel interpreter unknown: %s", exc)
+
+    async def _connect(self, deadline: float, startup_timeout: float) -> KernelChannels:
+        """Open the kernel's WebSocket by ``deadline``, or give up when the owner shuts down.
+
+        The gateway holds the handshake until the kernel answers a request of its own
+        (for up to its ``kernel_info_timeout``, 60 s by default), so the handshake is
+        bounded by the start's deadline, not by the gateway's request timeout.
+        """
+        task = asyncio.ensure_future(self.api.connect(self.kernel_id))
+        try:
+            while not task.done():
+                if self._stopped():
+                    raise KernelStartError(_SHUT_DOWN_WHILE_STARTING)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise KernelStartError(_not_ready(startup_timeout))
+                await asyncio.wait({task}, timeout=min(_POLL, left))
+            return task.result()
+        finally:
+            if not task.done():  # a socket opened later is closed when the kernel is deleted
+                task.cancel()
 
     async def close(self) -> None:
         """Close the WebSocket and delete the kernel on the gateway."""
