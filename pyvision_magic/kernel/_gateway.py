@@ -69,6 +69,12 @@ class GatewayKernel(KernelExecutor):
     request_timeout = Float(
         60.0, help="Seconds one REST request to the gateway may take (starting a kernel included)."
     ).tag(config=True)
+    startup_timeout = Float(
+        120.0, help="Seconds a kernel on the gateway may take to start and set itself up. "
+        "More than a local kernel's 60 s: the gateway opens a kernel's socket only once the "
+        "kernel answers it, and may wait 60 s (its kernel_info_timeout) before it gives up "
+        "and opens it anyway.",
+    ).tag(config=True)
 
     #: Gateway kernels are never forked from a local template (the eval runner asks).
     forked = False
