@@ -67,7 +67,8 @@ class GatewayKernel(KernelExecutor):
         help="Path of a CA bundle for the gateway's certificate; None uses the system's.",
     ).tag(config=True)
     request_timeout = Float(
-        60.0, help="Seconds one REST request to the gateway may take (starting a kernel included)."
+        60.0, help="Seconds one REST request to the gateway may take (starting a kernel may "
+        "take startup_timeout)."
     ).tag(config=True)
     startup_timeout = Float(
         120.0, help="Seconds a kernel on the gateway may take to start and set itself up. "

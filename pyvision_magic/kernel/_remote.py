@@ -28,12 +28,6 @@ from ._output import OutputCollector, collect_message
 __all__ = ["RemoteKernel"]
 
 _SHUT_DOWN_WHILE_STARTING = "The kernel was shut down while it was starting."
-
-
-def _not_ready(startup_timeout: float) -> str:
-    return (f"The gateway's kernel did not become ready within {startup_timeout:g} s; "
-            "see the gateway's log.")
-
 # How often a wait checks whether the owner shut down.
 _POLL = 0.2
 #: Base64 characters sent per request when binding images: the gateway's WebSocket
@@ -65,6 +59,11 @@ def _pyvision_receiver():
 _pyvision_receiver()
 del _pyvision_receiver
 """
+
+
+def _not_ready(startup_timeout: float) -> str:
+    return (f"The gateway's kernel did not become ready within {startup_timeout:g} s; "
+            "see the gateway's log.")
 
 
 class RemoteKernel:
